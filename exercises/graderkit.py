@@ -1,0 +1,249 @@
+"""Tools the graders share: the task manifest, narrated checks, and careful sockets.
+
+Graders never use *your* framing code to check your framing code: they speak the protocol
+with the small, independent helpers below. Every socket here has a timeout, so a grader can
+fail but never hang.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+LOOPBACK = "127.0.0.1"
+WAIT = 2.0  # how long a grader waits for any single reply before calling it missing
+
+MANIFEST = Path(__file__).resolve().parent / "tasks.toml"
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    title: str
+    section: str
+    hint: str
+    lesson: "Lesson" = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Lesson:
+    number: str
+    title: str
+    notebook: str
+    module: str
+    tasks: list = field(default_factory=list, compare=False)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    lessons: list
+    tasks: dict  # task id -> Task, in course order
+
+
+@functools.lru_cache(maxsize=None)
+def load_manifest(path: Path = MANIFEST) -> Manifest:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    lessons, tasks = [], {}
+    for entry in data["lesson"]:
+        lesson = Lesson(entry["number"], entry["title"], entry["notebook"], entry["module"])
+        for t in entry["task"]:
+            task = Task(t["id"], t["title"], t["section"], t["hint"].strip(), lesson)
+            lesson.tasks.append(task)
+            tasks[task.id] = task
+        lessons.append(lesson)
+    return Manifest(lessons, tasks)
+
+
+# --------------------------------------------------------------------------- narration
+
+
+class Transcript:
+    """What the grader did, step by step, so a failure reads like a story:
+
+        What the grader did:
+          1. connected to your server
+          2. sent b'hello'
+        Expected: b'hello' back
+        Got:      nothing within 2.0 s (TimeoutError)
+    """
+
+    def __init__(self):
+        self.steps: list[str] = []
+
+    def step(self, text: str) -> None:
+        self.steps.append(text)
+
+    def fail(self, expected: str, got: str):
+        lines = ["What the grader did:"]
+        lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)] or ["  (nothing yet)"]
+        lines += [f"Expected: {expected}", f"Got:      {got}"]
+        pytest.fail("\n".join(lines), pytrace=False)
+
+    def check(self, ok: bool, expected: str, got: str) -> None:
+        if not ok:
+            self.fail(expected, got)
+
+
+def describe(exc: BaseException) -> str:
+    """One line a student can read: the exception's type and message."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def short(data, limit: int = 60) -> str:
+    """repr() of data, cut to `limit` characters so a 64 KiB payload does not flood the report."""
+    text = repr(data)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(data)} in all)" if hasattr(data, "__len__") else ""
+    return f"{text[:limit]}...{size}"
+
+
+# --------------------------------------------------------------------------- sockets
+
+
+def connect(address, story: Transcript, timeout: float = WAIT) -> socket.socket:
+    story.step(f"connected to {address[0]}:<port> with a {timeout} s timeout")
+    try:
+        return socket.create_connection(address, timeout=timeout)
+    except OSError as exc:
+        story.fail("the connection to be accepted", describe(exc))
+
+
+def read_until_close(sock: socket.socket, limit: int = 1 << 20) -> tuple[bytes, str]:
+    """Read until the peer closes. Returns (data, how it ended): 'closed', 'reset' or 'timeout'."""
+    data = bytearray()
+    while len(data) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, socket.timeout):
+            return bytes(data), "timeout"
+        except ConnectionError:
+            return bytes(data), "reset"
+        if not chunk:
+            return bytes(data), "closed"
+        data += chunk
+    return bytes(data), "limit"
+
+
+def frame(body) -> bytes:
+    """A protocol frame: 4-byte big-endian length, then the body (text is UTF-8 encoded)."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return struct.pack("!I", len(body)) + body
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    """Read one frame's body with plain recv calls; raises ConnectionError at end of stream."""
+    def exact(n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+            buf += chunk
+        return bytes(buf)
+    (length,) = struct.unpack("!I", exact(4))
+    return exact(length)
+
+
+def is_closed(sock: socket.socket, wait: float = WAIT) -> str:
+    """'closed' or 'reset' if the peer has closed, else what arrived instead (for the report)."""
+    sock.settimeout(wait)
+    data, how = read_until_close(sock, limit=1 << 16)
+    return how if not data else f"{how} after sending {short(data)}"
+
+
+def run_in_thread(target, *args, name: str = "grader-helper"):
+    """Run target(*args) in a daemon thread; returns a handle whose .result(timeout) gives the
+    return value, re-raises its exception, or raises TimeoutError if it is still running."""
+    box: dict = {}
+
+    def runner():
+        try:
+            box["value"] = target(*args)
+        except BaseException as exc:  # handed back to the grader, which reports it
+            box["error"] = exc
+
+    thread = threading.Thread(target=runner, name=name, daemon=True)
+    thread.start()
+
+    class Handle:
+        @staticmethod
+        def raise_if_failed(wait: float = 0.05):
+            """Re-raise at once if target already failed (a stub's NotImplementedError)."""
+            thread.join(wait)
+            if "error" in box:
+                raise box["error"]
+
+        @staticmethod
+        def result(timeout: float = WAIT):
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError(f"still running after {timeout} s")
+            if "error" in box:
+                raise box["error"]
+            return box["value"]
+
+    return Handle()
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def new_threads_after(before: set, grace: float = 1.5) -> list[threading.Thread]:
+    """Threads started since `before` that are still alive after up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running(server, story: Transcript):
+    """start() a server object, yield its address, and stop() it afterwards. The test fails if
+    start() or stop() raises, if stop() hangs, or if the server leaves threads running."""
+    before = set(threading.enumerate())
+    try:
+        server.start()
+        address = tuple(server.address)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        story.fail("start() to bind, listen and return", describe(exc))
+    story.step("started your server with start()")
+    body_ok = False
+    try:
+        yield address
+        body_ok = True
+    finally:
+        stopping = run_in_thread(server.stop, name="grader-stop")
+        try:
+            stopping.result(timeout=3.0)
+        except NotImplementedError:
+            if body_ok:
+                raise
+        except Exception as exc:
+            if body_ok:
+                story.step("called stop()")
+                story.fail("stop() to return within 3 s", describe(exc))
+    story.step("called stop()")
+    leftover = [t for t in new_threads_after(before) if not t.name.startswith("grader-")]
+    story.check(not leftover, "stop() to end every thread the server started",
+                f"{len(leftover)} still running: {', '.join(t.name for t in leftover)}")
