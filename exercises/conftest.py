@@ -40,6 +40,10 @@ def pytest_addoption(parser):
     group.addoption(
         "--hints", action="store_true", help="print the hint of every unfinished task"
     )
+    group.addoption(
+        "--grader-timeout", type=float, default=GRADER_TIMEOUT_S, metavar="S",
+        help=f"seconds before a hung grader is failed (default {GRADER_TIMEOUT_S})"
+    )
 
 
 # --------------------------------------------------------------------------- loading
@@ -58,15 +62,15 @@ def load_graded(config, module_name: str):
     folder = graded_dir(config)
     path = folder / f"{module_name}.py"
     if not path.is_file():
-        pytest.fail(f"There is no {path}: --against must name a folder holding {module_name}.py",
-                    pytrace=False)
+        raise pytest.fail.Exception(f"There is no {path} to grade.", pytrace=False)
     if str(folder.parent) not in sys.path:
         sys.path.insert(0, str(folder.parent))
     try:
         return importlib.import_module(f"{folder.name}.{module_name}")
     except Exception as exc:  # a student's syntax error must not stop the other lessons
-        pytest.fail(f"Importing {path} failed, so none of its tasks can be graded:\n"
-                    f"    {type(exc).__name__}: {exc}", pytrace=False)
+        message = (f"Importing {path} failed, so none of its tasks can be graded:\n"
+                   f"    {type(exc).__name__}: {exc}")
+    raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 @pytest.fixture
@@ -85,6 +89,8 @@ def story():
 
 
 def pytest_configure(config):
+    if not graded_dir(config).is_dir():
+        raise pytest.UsageError(f"--against {config.getoption('against')}: no such folder")
     config.pluginmanager.register(Scoreboard(config, load_manifest()), "course-scoreboard")
 
 
@@ -100,7 +106,7 @@ def pytest_collection_modifyitems(config, items):
                 f"exercises/tasks.toml (got {marker.args if marker else 'no marker'})")
         item.user_properties.append(("task", marker.args[0]))
         if item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(GRADER_TIMEOUT_S))
+            item.add_marker(pytest.mark.timeout(config.getoption("grader_timeout")))
 
 
 # --------------------------------------------------------------------------- reporting

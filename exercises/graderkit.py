@@ -92,7 +92,8 @@ class Transcript:
         lines = ["What the grader did:"]
         lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)] or ["  (nothing yet)"]
         lines += [f"Expected: {expected}", f"Got:      {got}"]
-        pytest.fail("\n".join(lines), pytrace=False)
+        # `from None`: the socket error that led here is already in "Got:", shown once.
+        raise pytest.fail.Exception("\n".join(lines), pytrace=False) from None
 
     def check(self, ok: bool, expected: str, got: str) -> None:
         if not ok:
