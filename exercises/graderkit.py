@@ -200,6 +200,17 @@ def run_in_thread(target, *args, name: str = "grader-helper"):
                 raise box["error"]
             return box["value"]
 
+        @classmethod
+        def result_for(cls, story: "Transcript", expected: str, timeout: float = WAIT):
+            """result(), but a hang or an exception fails the test with `expected` and what
+            happened instead (a stub's NotImplementedError passes through untouched)."""
+            try:
+                return cls.result(timeout)
+            except NotImplementedError:
+                raise
+            except Exception as exc:
+                story.fail(expected, describe(exc))
+
     return Handle()
 
 

@@ -99,10 +99,7 @@ def test_echo_server_echoes_every_piece_and_closes(lesson, own_listener, story):
     story.check(reply == b"hello, world", "b'hello, world' echoed back", short(reply))
     story.check(how == "closed", "the server to close the connection after echoing",
                 f"the connection {how}")
-    try:
-        count = server.result()
-    except Exception as exc:
-        story.fail("serve_one_echo to return the byte count", describe(exc))
+    count = server.result_for(story, "serve_one_echo to return the byte count")
     story.check(count == 12, "serve_one_echo to return 12 (bytes echoed)", repr(count))
 
 
@@ -123,8 +120,8 @@ def test_echo_server_handles_a_large_payload(lesson, own_listener, story):
     story.check(reply == payload, f"all {len(payload)} bytes back, in order",
                 f"{len(reply)} bytes, {'identical' if reply == payload[:len(reply)] else 'different'}"
                 f" so far, then the connection {how}")
-    story.check(server.result() == len(payload), f"a return value of {len(payload)}",
-                repr(server.result()))
+    count = server.result_for(story, f"serve_one_echo to return {len(payload)}")
+    story.check(count == len(payload), f"a return value of {len(payload)}", repr(count))
 
 
 @pytest.mark.task("01.echo_server")
@@ -138,10 +135,7 @@ def test_echo_server_copes_with_a_client_that_sends_nothing(lesson, own_listener
         reply, how = read_until_close(client)
     story.check(reply == b"" and how == "closed", "an empty reply and a clean close",
                 f"{short(reply)}, connection {how}")
-    try:
-        count = server.result()
-    except Exception as exc:
-        story.fail("serve_one_echo to return 0", describe(exc))
+    count = server.result_for(story, "serve_one_echo to return 0")
     story.check(count == 0, "serve_one_echo to return 0", repr(count))
 
 
@@ -173,11 +167,12 @@ def test_echo_client_sends_half_closes_and_reads_to_the_end(lesson, own_listener
                "half-closes, in 3-byte pieces")
     host, port = own_listener.getsockname()
     story.step(f"called echo_once('{host}', <port>, {short(data)}, timeout=2.0)")
+    client = run_in_thread(lesson.echo_once, host, port, data, 2.0)
     try:
-        reply = run_in_thread(lesson.echo_once, host, port, data, 2.0).result(timeout=4.0)
+        reply = client.result(timeout=4.0)
     except NotImplementedError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # say what the server saw: it usually explains the failure
         seen, how = server.result()
         story.step(f"the server had received {short(seen)} and then: {how}")
         story.fail(f"echo_once to return {short(data)}",

@@ -237,18 +237,11 @@ def test_request_sends_each_text_and_collects_each_reply(lesson, story):
         story.step("the grader's server answers each frame with 'got: <text>', 2 bytes per send")
         host, port = listener.getsockname()
         story.step(f"called request('{host}', <port>, {short(texts)}, timeout=2.0)")
-        try:
-            replies = run_in_thread(lesson.request, host, port, texts, 2.0).result(timeout=4.0)
-        except NotImplementedError:
-            raise
-        except Exception as exc:
-            story.fail("a list of four replies", describe(exc))
+        replies = run_in_thread(lesson.request, host, port, texts, 2.0).result_for(
+            story, "a list of four replies", timeout=4.0)
         want = [f"got: {t}" for t in texts]
         story.check(replies == want, short(want), short(replies))
-        try:
-            seen, extra = server.result()
-        except Exception as exc:
-            story.fail("the server to see four frames on one connection", describe(exc))
+        seen, extra = server.result_for(story, "the server to see four frames on one connection")
         story.check(seen == texts, f"the server to receive {short(texts)}", short(seen))
         story.check(extra == b"", "request() to close the connection when done",
                     f"it sent more: {extra!r}")
