@@ -88,7 +88,7 @@ def test_stop_disconnects_connected_clients(lesson, story):
 @pytest.mark.task("02.concurrency")
 def test_a_silent_client_does_not_block_the_next(lesson, story):
     with running(lesson.ThreadedEchoServer(idle_timeout=5), story) as address:
-        with connect(address, story) as first:
+        with connect(address, story):  # the first client: connected, silent
             story.step("the first client stays connected and says nothing")
             with connect(address, story) as second:
                 second.settimeout(1.0)

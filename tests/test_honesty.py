@@ -1,6 +1,5 @@
 """The graders are honest: they pass on the reference, fail on the untouched stubs, and cover
 every task in the manifest. Each claim is checked by really running `pytest exercises`."""
-from pathlib import Path
 
 import pytest
 
