@@ -43,7 +43,9 @@ def recv_exact(sock: socket.socket, n: int) -> bytes:
     """
     buffer = bytearray()  # appending to a bytearray is cheap; bytes += bytes copies every time
     while len(buffer) < n:
-        chunk = sock.recv(n - len(buffer))  # ask only for what is still missing
+        # Ask only for what is still missing, and never more than 64 KiB at once: recv(k)
+        # sets aside k bytes of memory before any data arrives.
+        chunk = sock.recv(min(n - len(buffer), 65536))
         if not chunk:
             raise ConnectionError(f"peer closed after {len(buffer)} of {n} bytes")
         buffer += chunk
