@@ -8,7 +8,7 @@ import struct
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from graderkit import LOOPBACK, WAIT, describe, frame, read_frame, run_in_thread, short
@@ -116,7 +116,9 @@ def read_frame_body(sock, n):
     return bytes(data)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# No shrinking: a hung example would be replayed again and again while the timeout ticks.
+@settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(max_size=300))
 @pytest.mark.task("03.send_msg")
 def test_send_msg_then_recv_msg_round_trips_any_text(lesson, story, text):
@@ -124,12 +126,15 @@ def test_send_msg_then_recv_msg_round_trips_any_text(lesson, story, text):
     with ours, yours:
         ours.settimeout(WAIT)
         yours.settimeout(WAIT)
-        lesson.send_msg(ours, text)
+        # Your code runs in a helper thread, so code that blocks forever fails this example
+        # after WAIT seconds instead of freezing the run.
+        run_in_thread(lesson.send_msg, ours, text).result_for(story, f"send_msg({text!r}) to return")
         sent = read_frame(yours)
         if sent != text.encode("utf-8"):
             story.fail(f"send_msg({text!r}) to send the body {short(text.encode())}", short(sent))
         yours.sendall(frame(text))
-        got = lesson.recv_msg(ours)
+        got = run_in_thread(lesson.recv_msg, ours).result_for(
+            story, f"recv_msg to return {text!r} for a frame holding it")
         if got != text:
             story.fail(f"recv_msg to return {text!r} for a frame holding it", short(got))
 

@@ -1,0 +1,66 @@
+"""Lesson 06 exercise: the capstone, a hardened server program and its client.
+Notebook: lessons/06_capstone.ipynb
+
+Two programs, run from the repo root (the wrappers exercises/message_server.py and
+exercises/message_client.py call the functions below):
+
+    python -m exercises.message_server --port 0 [--host 127.0.0.1] [--max-msg 65536]
+        [--idle-timeout 30] [--message-deadline 10] [--max-clients 10] [--log-level INFO]
+    python -m exercises.message_client --host 127.0.0.1 --port PORT [--timeout 5]
+
+Grade yourself with (the graders run both programs for real):
+
+    pytest exercises -k lesson06
+
+The server itself is the REFERENCE GuardedServer from lesson 05, so this lesson does not
+depend on your earlier work (swap in your own if you like):
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+
+from solutions.lesson03_framing import MAX_MSG, MessageTooLarge, recv_msg, send_msg  # or yours
+from solutions.lesson05_guarded_server import BUSY, GuardedServer  # or your own from lesson 05
+
+
+def build_server_parser() -> argparse.ArgumentParser:
+    """An argparse parser for the server's flags, with safe defaults: --host 127.0.0.1,
+    --port 0, --max-msg 65536, --idle-timeout 30, --message-deadline 10, --max-clients 10,
+    --log-level INFO. Say in each flag's help what it protects against."""
+    raise NotImplementedError("build_server_parser(): add the seven flags with safe defaults")
+
+
+def server_main(argv: list[str] | None = None) -> int:
+    """Parse argv, configure logging to stderr, and run a GuardedServer built from the flags.
+
+    - print f"listening on {host}:{port}" as the FIRST line on stdout, with flush=True
+      (a script reading our stdout through a pipe waits for it);
+    - SIGINT and SIGTERM handlers only set a threading.Event; the main thread waits on it
+      (in a loop with a timeout, e.g. `while not stop.wait(0.5): pass`), then stops the server;
+    - return 0 (the exit status).
+    """
+    raise NotImplementedError("server_main(): parse flags, start a GuardedServer, print the "
+                              "'listening on HOST:PORT' line, wait for SIGINT/SIGTERM, stop, "
+                              "return 0")
+
+
+def run_client(host: str, port: int, lines, out=None, timeout: float = 5.0) -> int:
+    """Connect (with `timeout`), then for each non-blank line: send it as a message, read one
+    reply and print it to `out` (default sys.stdout). Return 0 after "quit" (the reply is
+    "bye") or when `lines` runs out. If the reply is BUSY, the server closes early, no reply
+    comes within `timeout`, or the connection fails: print "error: ..." to sys.stderr and
+    return 1."""
+    raise NotImplementedError("run_client(): one send_msg + recv_msg per line; stop after quit; "
+                              "errors to stderr with exit status 1")
+
+
+def client_main(argv: list[str] | None = None) -> int:
+    """Parse --host (default 127.0.0.1), --port (required), --timeout (default 5), then
+    return run_client(host, port, sys.stdin, sys.stdout, timeout)."""
+    raise NotImplementedError("client_main(): parse --host/--port/--timeout, call run_client "
+                              "on sys.stdin")

@@ -1,0 +1,561 @@
+"""Graders for lesson 05, Slowloris and other resource attacks.
+Run: pytest exercises -k lesson05"""
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from graderkit import (WAIT, connect, describe, frame, is_closed, read_frame, run_in_thread,
+                       running, short)
+
+BUSY = "server busy, try later"
+
+
+@pytest.fixture
+def lesson(graded):
+    return graded("lesson05_guarded_server")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class ListHandler(logging.Handler):
+    """Keeps every log record in a list, so a grader can read what the server logged."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def lines(self, min_level=logging.DEBUG):
+        return [r.getMessage() for r in list(self.records) if r.levelno >= min_level]
+
+
+@pytest.fixture
+def logs():
+    """A logger of the grader's own (not attached to the root logger) and what it received."""
+    handler = ListHandler()
+    handler.logger = logging.Logger("graded-server", logging.DEBUG)
+    handler.logger.addHandler(handler)
+    return handler
+
+
+def wait_for_line(logs, *parts, min_level=logging.DEBUG, wait=WAIT):
+    """The first logged line containing every one of parts, waiting up to `wait` s; or None."""
+    ends = time.monotonic() + wait
+    while True:
+        for line in logs.lines(min_level):
+            if all(part in line for part in parts):
+                return line
+        if time.monotonic() > ends:
+            return None
+        time.sleep(0.02)
+
+
+BOOM = "boom (raised on purpose by the grader's reply_to)"
+
+
+def make_server(cls, story, **kwargs):
+    """Your server class, wrapped so that the grader hears about a NotImplementedError raised
+    in the server's own threads, and whose reply_to raises RuntimeError for "boom" (a bug in
+    a handler, to test that the server survives it)."""
+
+    class Graded(cls):
+        poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
+        not_implemented = None
+
+        def process(self, conn, addr):
+            try:
+                super().process(conn, addr)
+            except NotImplementedError as exc:
+                self.not_implemented = exc  # reported by serving(); not worth a traceback
+            except OSError:
+                raise  # timeouts, resets, closed connections: the normal ways out
+            except Exception as exc:
+                if BOOM not in str(exc):
+                    story.step(f"(meanwhile, your server's handler raised {describe(exc)})")
+                raise
+
+        def reply_to(self, text):
+            if text == "boom":
+                raise RuntimeError(BOOM)
+            return super().reply_to(text)
+
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "logger")
+    story.step(f"created {cls.__name__}({args})")
+    return Graded(**kwargs)
+
+
+@contextlib.contextmanager
+def serving(server, story):
+    """running() from graderkit, plus: a stub's NotImplementedError raised in a server
+    thread fails the test as "Not implemented yet", whatever the test saw first."""
+    try:
+        with running(server, story) as address:
+            yield address
+    except BaseException:
+        if server.not_implemented is not None:
+            raise server.not_implemented from None
+        raise
+    if server.not_implemented is not None:
+        raise server.not_implemented
+
+
+def ask(sock, story, message, who="the client"):
+    """Send one frame and return the reply frame's text (failing with the story if none)."""
+    sock.sendall(frame(message))
+    story.step(f"{who} sent the frame {short(message)}")
+    try:
+        reply = read_frame(sock)
+    except OSError as exc:
+        story.fail(f"a reply frame to {short(message)} within {WAIT} s", describe(exc))
+    return reply.decode("utf-8", errors="replace")
+
+
+def expect(sock, story, message, expected, who="the client"):
+    reply = ask(sock, story, message, who)
+    story.check(reply == expected, f"the reply {short(expected)}", short(reply))
+    story.step(f"{who} got {short(reply)}")
+
+
+def peer_of(sock):
+    """How the server sees this client: '127.0.0.1:<client port>'."""
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def expect_busy(address, story, who="one client too many"):
+    """Connect and, without sending anything, expect the busy frame and then a close."""
+    client = connect(address, story)
+    with client:
+        try:
+            reply = read_frame(client)
+        except OSError as exc:
+            story.fail(f"{who} to be told {BUSY!r} at once (not made to wait)", describe(exc))
+        story.check(reply == BUSY.encode(), f"{who} to be told {BUSY!r}", short(reply))
+        story.step(f"{who} was told {BUSY!r}")
+        how = is_closed(client)
+        story.check(how in ("closed", "reset"), "the server to close a rejected connection", how)
+        return peer_of(client)
+
+
+def expect_dropped(client, story, why, wait=WAIT):
+    started = time.monotonic()
+    how = is_closed(client, wait=wait)
+    story.check(how in ("closed", "reset"), f"the server to hang up within {wait} s ({why})",
+                f"still open after {wait} s" if how == "timeout" else how)
+    story.step(f"the server hung up after {time.monotonic() - started:.2f} s")
+
+
+def honest_client(server, story, within=2.0):
+    """A new client that sends 'echo after' and expects 'after', retrying while the server
+    is busy: a slot comes back a moment after the old connection ends. Returns the socket."""
+    address = tuple(server.address)
+    story.step(f"a new honest client tried 'echo after' (retrying for up to {within} s while "
+               "the server said busy)")
+    ends = time.monotonic() + within
+    while True:
+        sock = socket.socket()
+        try:
+            sock.settimeout(WAIT)
+            sock.connect(address)
+            sock.sendall(frame("echo after"))
+            reply = read_frame(sock)
+            if reply == b"after":
+                story.step("the honest client was served: 'after'")
+                return sock
+            last = f"the reply {short(reply)}"
+        except OSError as exc:  # refused with a reset, or no reply at all
+            last = describe(exc)
+        sock.close()
+        if server.not_implemented is not None:
+            raise server.not_implemented
+        if time.monotonic() > ends:
+            story.fail(f"the honest client to be served within {within} s (is the slot given "
+                       "back on this path?)", f"still not served; last attempt: {last}")
+        time.sleep(0.05)
+
+
+def leave(sock, story, who="the honest client"):
+    """Say quit and wait for the close. The server gives the slot back before it closes the
+    connection, so once we see the close the slot is free: no race with the next client."""
+    with sock:
+        expect(sock, story, "quit", "bye", who=who)
+        how = is_closed(sock)
+        story.check(how in ("closed", "reset"), "the server to close the connection after 'bye'",
+                    how)
+
+
+def trickle(sock, data, stop, interval=0.1):
+    """Send data one byte every `interval` s until done, stopped or cut off. Returns how
+    many bytes went out."""
+    sent = 0
+    try:
+        for i in range(len(data)):
+            if stop.is_set():
+                break
+            sock.send(data[i:i + 1])
+            sent += 1
+            time.sleep(interval)
+    except OSError:
+        pass
+    return sent
+
+
+@contextlib.contextmanager
+def trickling(sock, story, data, interval=0.1):
+    """A background thread that trickles `data` on sock; yields a function that stops it
+    and returns how many bytes it sent."""
+    stop = threading.Event()
+    story.step(f"the client started sending {len(data)} bytes, one every {interval} s "
+               f"(that takes {len(data) * interval:.1f} s)")
+    sender = run_in_thread(trickle, sock, data, stop, interval, name="grader-trickle")
+
+    def finish():
+        stop.set()
+        return sender.result(timeout=WAIT)
+
+    try:
+        yield finish
+    finally:
+        stop.set()
+
+
+def pair():
+    """A connected socket pair: the grader writes on one end, your function reads the other."""
+    reader, writer = socket.socketpair()
+    writer.settimeout(WAIT)
+    return reader, writer
+
+
+def call_recv_msg_by(lesson, story, sock, *args, wait=WAIT):
+    """Run recv_msg_by(sock, *args) in a thread, so one that never returns fails the test
+    instead of hanging it. Returns (text, None) or (None, exception)."""
+    story.step(f"called recv_msg_by(sock, {', '.join(map(repr, args))})")
+    call = run_in_thread(lesson.recv_msg_by, sock, *args, name="grader-recv")
+    try:
+        return call.result(timeout=wait), None
+    except NotImplementedError:
+        raise
+    except TimeoutError as exc:
+        if "still running" in str(exc):
+            story.fail(f"recv_msg_by to return or raise within {wait} s", "it was still waiting")
+        return None, exc
+    except Exception as exc:
+        return None, exc
+
+
+# --------------------------------------------------------------------------- 05.deadline
+
+
+@pytest.mark.task("05.deadline")
+def test_recv_msg_by_reads_whole_messages(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        data = frame("hello") + frame("wörld") + frame(b"")
+
+        def send_in_pieces():
+            for i in range(0, len(data), 3):
+                writer.sendall(data[i:i + 3])
+                time.sleep(0.01)
+        sender = run_in_thread(send_in_pieces, name="grader-send")
+        story.step("the grader sent three frames ('hello', 'wörld', '') in 3-byte pieces")
+        for expected in ["hello", "wörld", ""]:
+            got, error = call_recv_msg_by(lesson, story, reader, 100, 1.0, 1.0)
+            story.check(error is None and got == expected, repr(expected),
+                        describe(error) if error else repr(got))
+        sender.result()
+
+
+@pytest.mark.task("05.deadline")
+def test_recv_msg_by_drops_a_trickling_sender(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        data = frame("x" * 40)
+        with trickling(writer, story, data) as finish:
+            started = time.monotonic()
+            got, error = call_recv_msg_by(lesson, story, reader, 100, 0.3, 0.5, wait=2.5)
+            took = time.monotonic() - started
+            sent = finish()
+        story.check(isinstance(error, TimeoutError),
+                    "a TimeoutError (DeadlineExceeded) about 0.5 s after the first byte: the "
+                    "gaps (0.1 s) are shorter than idle_timeout, so only a deadline stops this",
+                    describe(error) if error else f"the message {short(got)} after {took:.2f} s")
+        story.check(sent < len(data), "to give up before the sender finished",
+                    f"waited for all {sent} bytes")
+        story.step(f"recv_msg_by gave up after {took:.2f} s, {sent} of {len(data)} bytes sent")
+
+
+@pytest.mark.task("05.deadline")
+def test_recv_msg_by_uses_the_idle_timeout_before_a_message(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        story.step("the grader sent nothing")
+        got, error = call_recv_msg_by(lesson, story, reader, 100, 0.3, 5.0)
+        story.check(isinstance(error, TimeoutError),
+                    "a TimeoutError after idle_timeout (0.3 s) of silence",
+                    describe(error) if error else repr(got))
+
+
+@pytest.mark.task("05.deadline")
+def test_recv_msg_by_starts_the_deadline_at_the_first_byte(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+
+        def late_sender():
+            time.sleep(0.4)
+            writer.sendall(frame("late but whole"))
+        run_in_thread(late_sender, name="grader-send")
+        story.step("the grader waited 0.4 s, then sent a whole frame at once")
+        got, error = call_recv_msg_by(lesson, story, reader, 100, 1.0, 0.2)
+        story.check(got == "late but whole",
+                    "'late but whole': 0.4 s of silence is within idle_timeout (1.0 s), and "
+                    "the deadline (0.2 s) only starts with the message's first byte",
+                    describe(error) if error else repr(got))
+
+
+@pytest.mark.task("05.deadline")
+def test_recv_msg_by_checks_the_cap_before_the_body(lesson, story):
+    too_large = getattr(lesson, "MessageTooLarge", ValueError)
+    reader, writer = pair()
+    with reader, writer:
+        writer.sendall(struct.pack("!I", 1000) + b"y" * 1000)
+        story.step("the grader sent a header announcing 1000 bytes, then the 1000 bytes")
+        got, error = call_recv_msg_by(lesson, story, reader, 64, 1.0, 1.0)
+        story.check(isinstance(error, too_large), "MessageTooLarge (1000 > max_msg=64)",
+                    describe(error) if error else repr(got))
+        reader.settimeout(0.5)
+        try:
+            left = reader.recv(8)
+        except OSError:
+            left = b""
+        story.check(left == b"y" * 8, "the body still unread in the socket (check the size "
+                    "BEFORE reading the body)", "the body had been read"
+                    if not left else f"the socket held {short(left)}")
+    reader, writer = pair()
+    with reader, writer:
+        writer.sendall(struct.pack("!I", 0xFFFFFFFF))
+        story.step("the grader sent a header announcing 4 GiB, and no body")
+        got, error = call_recv_msg_by(lesson, story, reader, 64, 5.0, 5.0)
+        story.check(isinstance(error, too_large), "MessageTooLarge at once",
+                    describe(error) if error else repr(got))
+
+
+@pytest.mark.task("05.deadline")
+def test_recv_msg_by_reports_a_closed_connection(lesson, story):
+    for sent, what in [(b"", "nothing"), (struct.pack("!I", 10) + b"abc", "part of a frame")]:
+        reader, writer = pair()
+        with reader:
+            writer.sendall(sent)
+            writer.close()
+            story.step(f"the grader sent {what} and closed its end")
+            got, error = call_recv_msg_by(lesson, story, reader, 100, 1.0, 1.0)
+            story.check(isinstance(error, ConnectionError), "ConnectionError (never a message)",
+                        describe(error) if error else repr(got))
+
+
+@pytest.mark.task("05.deadline")
+def test_the_server_drops_a_trickling_client(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, idle_timeout=0.3, message_deadline=0.5,
+                         logger=logs.logger)
+    with serving(server, story) as address, connect(address, story) as client:
+        expect(client, story, "echo hi", "hi")
+        data = frame("echo " + "x" * 35)
+        with trickling(client, story, data) as finish:
+            expect_dropped(client, story, "message_deadline is 0.5 s", wait=2.0)
+            sent = finish()
+        story.check(sent < len(data), "to be dropped before the message was complete",
+                    f"all {sent} bytes went out first")
+
+
+# --------------------------------------------------------------------------- 05.cap
+
+
+@pytest.mark.task("05.cap")
+def test_the_eleventh_of_ten_is_told_busy_and_logged(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, idle_timeout=5.0, message_deadline=5.0,
+                         logger=logs.logger)
+    story.step("(max_clients left at its default, 10)")
+    with serving(server, story) as address:
+        holders = []
+        try:
+            for i in range(10):
+                holders.append(connect(address, story))
+                expect(holders[-1], story, f"echo holder {i}", f"holder {i}", who=f"client {i}")
+            peer = expect_busy(address, story, "client 10 (the eleventh)")
+            line = wait_for_line(logs, "REJECT", peer, min_level=logging.WARNING)
+            story.check(line is not None, f"a warning 'REJECT {peer} ...' naming the refused "
+                        "client", f"these warnings: {logs.lines(logging.WARNING)}")
+            holders.pop(0).close()
+            story.step("client 0 left")
+            honest_client(server, story).close()
+        finally:
+            for sock in holders:
+                sock.close()
+
+
+@pytest.mark.task("05.cap")
+def test_max_clients_is_the_cap(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, max_clients=2, idle_timeout=5.0,
+                         message_deadline=5.0, logger=logs.logger)
+    with serving(server, story) as address:
+        with connect(address, story) as one, connect(address, story) as two:
+            expect(one, story, "echo one", "one", who="client one")
+            expect(two, story, "echo two", "two", who="client two")
+            expect_busy(address, story, "client three")
+            expect(one, story, "upper still", "STILL", who="client one")
+
+
+@pytest.mark.task("05.cap")
+def test_rejections_do_not_raise_the_cap(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, max_clients=1, idle_timeout=5.0,
+                         message_deadline=5.0, logger=logs.logger)
+    with serving(server, story) as address:
+        for round_ in range(2):
+            with connect(address, story) as holder:
+                expect(holder, story, f"echo holder {round_}", f"holder {round_}", who="the holder")
+                for i in range(3):
+                    expect_busy(address, story, f"extra client {i}")
+            story.step("the holder left")
+            leave(honest_client(server, story), story)
+
+
+# --------------------------------------------------------------------------- 05.release
+
+
+def path_close(client, story):
+    expect(client, story, "echo bye-less", "bye-less")
+    story.step("the client closed the connection")
+
+
+def path_quit(client, story):
+    expect(client, story, "quit", "bye")
+    expect_dropped(client, story, "after 'bye'")
+
+
+def path_oversize(client, story):
+    client.sendall(struct.pack("!I", 0xFFFFFFFF))
+    story.step("the client announced a 4 GiB message (max_msg=100)")
+    expect_dropped(client, story, "a frame over max_msg")
+
+
+def path_idle(client, story):
+    expect(client, story, "echo then silence", "then silence")
+    story.step("the client said nothing more (idle_timeout 0.3 s)")
+    expect_dropped(client, story, "idle timeout")
+
+
+def path_deadline(client, story):
+    with trickling(client, story, frame("echo " + "z" * 35)):
+        expect_dropped(client, story, "message deadline")
+
+
+def path_reset(client, story):
+    client.sendall(struct.pack("!I", 50) + b"half a fr")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    story.step("the client sent half a frame, then reset the connection (SO_LINGER 0, close)")
+
+
+def path_boom(client, story):
+    client.sendall(frame("boom"))
+    story.step("the client sent 'boom': the grader's reply_to raises RuntimeError for it")
+    expect_dropped(client, story, "an exception in the handler ends that connection")
+
+
+@pytest.mark.task("05.release")
+@pytest.mark.parametrize("path", [path_close, path_quit, path_oversize, path_idle, path_deadline,
+                                  path_reset, path_boom],
+                         ids=["close", "quit", "oversize", "idle", "deadline", "reset",
+                              "exception"])
+def test_the_slot_comes_back(lesson, story, logs, path):
+    server = make_server(lesson.GuardedServer, story, max_clients=1, max_msg=100,
+                         idle_timeout=0.3, message_deadline=0.5, logger=logs.logger)
+    with serving(server, story) as address:
+        with connect(address, story) as client:
+            path(client, story)
+        # With max_clients=1, one leaked slot is the whole cap: nobody else gets in.
+        honest = honest_client(server, story)
+        # And one slot given back twice would raise the cap to 2.
+        expect_busy(address, story, "a second client (the cap is still 1)")
+        leave(honest, story)
+
+
+# --------------------------------------------------------------------------- 05.survival
+
+
+@pytest.mark.task("05.survival")
+def test_hostile_input_is_survived(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, max_msg=100, idle_timeout=1.0,
+                         message_deadline=1.0, logger=logs.logger)
+    with serving(server, story) as address:
+        with connect(address, story) as client:
+            expect(client, story, b"\xff\xfe not utf-8", "error: invalid UTF-8")
+            expect(client, story, b"", "error: unknown command")
+            expect(client, story, "__import__('os').system('true')", "error: unknown command")
+            expect(client, story, "echo survived", "survived")
+        with connect(address, story) as client:
+            path_boom(client, story)
+        with connect(address, story) as client:
+            path_reset(client, story)
+        with connect(address, story) as client:
+            path_oversize(client, story)
+        with connect(address, story) as client:
+            expect(client, story, "echo still here", "still here", who="a new client")
+            expect(client, story, "upper and well", "AND WELL", who="a new client")
+
+
+@pytest.mark.task("05.survival")
+def test_concurrent_clients_get_their_own_replies(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, idle_timeout=2.0, message_deadline=2.0,
+                         logger=logs.logger)
+    story.step("8 clients, each in its own thread, sent 5 messages each, all at once")
+
+    def client_session(i):
+        with socket.create_connection(address, timeout=WAIT) as sock:
+            for j in range(5):
+                sock.sendall(frame(f"echo client {i} message {j}"))
+                reply = read_frame(sock)
+                if reply != f"client {i} message {j}".encode():
+                    return f"client {i} got {short(reply)} for message {j}"
+        return None
+
+    with serving(server, story) as address:
+        calls = [run_in_thread(client_session, i, name=f"grader-client-{i}") for i in range(8)]
+        for i, call in enumerate(calls):
+            try:
+                problem = call.result(timeout=WAIT)
+            except NotImplementedError:
+                raise
+            except Exception as exc:
+                problem = f"client {i}: {describe(exc)}"
+            story.check(problem is None, "every client to get its own replies, in order",
+                        str(problem))
+
+
+@pytest.mark.task("05.survival")
+def test_a_slow_crowd_cannot_keep_an_honest_client_out(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, max_clients=3, idle_timeout=0.3,
+                         message_deadline=0.5, logger=logs.logger)
+    with serving(server, story) as address:
+        leave(honest_client(server, story), story)
+        attackers = [connect(address, story) for _ in range(3)]
+        try:
+            with contextlib.ExitStack() as stack:
+                for sock in attackers:
+                    stack.enter_context(trickling(sock, story, frame("echo " + "s" * 35)))
+                for sock in attackers:
+                    story.check(wait_for_line(logs, "CONNECT", peer_of(sock)) is not None,
+                                f"a line 'CONNECT {peer_of(sock)}' in the log (the attacker "
+                                "admitted)", f"these lines: {logs.lines()}")
+                story.step("three attackers trickle one byte every 0.1 s; each needs 4.0 s; "
+                           "they hold all three slots")
+                honest_client(server, story, within=2.5).close()
+        finally:
+            for sock in attackers:
+                sock.close()

@@ -1,0 +1,157 @@
+"""Lesson 06 (reference): the capstone -- a hardened server program and its client.
+
+    python -m solutions.message_server --port 0          # prints: listening on 127.0.0.1:PORT
+    python -m solutions.message_client --port PORT       # one command per line on stdin
+
+Every default is a defence, and every defence is a flag you can tune but not forget:
+
+    --host 127.0.0.1        only this machine can connect until you decide otherwise
+    --max-msg 65536         a forged 4 GiB length costs 4 bytes, not 4 GiB
+    --idle-timeout 30       a silent client is dropped
+    --message-deadline 10   a trickling client (Slowloris) is dropped
+    --max-clients 10        a flood of connections gets "server busy", not our threads
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+
+from solutions.lesson03_framing import MAX_MSG, MessageTooLarge, recv_msg, send_msg
+from solutions.lesson05_guarded_server import BUSY, GuardedServer
+
+LOOPBACK = "127.0.0.1"
+
+
+def _positive(kind):
+    """An argparse type that refuses zero and negative numbers at startup, with a clear
+    message, instead of a server that misbehaves later (a cap of 0 admits nobody)."""
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {text}")
+    return value
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def build_server_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="The course's hardened message server (lesson 06).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--host", default=LOOPBACK,
+                        help="address to listen on; 0.0.0.0 exposes the server to the network")
+    parser.add_argument("--port", type=_port, default=0, help="TCP port; 0 picks any free port")
+    parser.add_argument("--max-msg", type=_positive(int), default=MAX_MSG,
+                        help="largest message in bytes; a bigger frame is dropped unread")
+    parser.add_argument("--idle-timeout", type=_positive(float), default=30.0,
+                        help="seconds a client may stay silent between messages")
+    parser.add_argument("--message-deadline", type=_positive(float), default=10.0,
+                        help="seconds a client has to finish a message it has begun")
+    parser.add_argument("--max-clients", type=_positive(int), default=10,
+                        help="clients served at once; the next one is told the server is busy")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log detail (stderr)")
+    return parser
+
+
+def server_main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGINT (Ctrl-C) or SIGTERM; return the exit status."""
+    args = build_server_parser().parse_args(argv)
+    # Logs go to stderr, so stdout carries only what a script may parse: the first line.
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def request_stop(signum, _frame):
+        stop.set()  # a handler does as little as possible: the main thread does the stopping
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # (Windows has no real SIGTERM: Ctrl-C only)
+        signal.signal(signum, request_stop)
+
+    server = GuardedServer(args.host, args.port, max_clients=args.max_clients,
+                           message_deadline=args.message_deadline, max_msg=args.max_msg,
+                           idle_timeout=args.idle_timeout)
+    try:
+        server.start()
+    except OSError as exc:  # port taken, address not on this machine, ...
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        host, port = server.address
+        # flush: stdout is a pipe when a script starts us, and pipes are block-buffered, so
+        # without it the line would sit in our buffer and the script would wait for ever.
+        print(f"listening on {host}:{port}", flush=True)
+        while not stop.wait(0.5):  # a timed wait, so Ctrl-C gets through on every platform
+            pass
+        logging.getLogger("message_server").info("stopping")
+    finally:
+        server.stop()
+    return 0
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def build_client_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Send one command per line of input to the message server; print replies.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--host", default=LOOPBACK, help="server address")
+    parser.add_argument("--port", type=_port, required=True, help="server port")
+    parser.add_argument("--timeout", type=_positive(float), default=5.0,
+                        help="seconds to wait for the connection and for each reply")
+    return parser
+
+
+def run_client(host: str, port: int, lines, out=None, timeout: float = 5.0) -> int:
+    """Send each non-blank line as a message and write each reply to `out` (default stdout).
+
+    Stops after "quit" (the server says "bye") or at the end of `lines`. Returns the exit
+    status: 0, or 1 with a message on stderr if the server is busy, closes early, is silent
+    or sends a reply over the size cap -- the client trusts the server no more than the
+    server trusts the client.
+    """
+    out = sys.stdout if out is None else out
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            for line in lines:
+                text = line.strip()
+                if not text:
+                    continue
+                send_msg(sock, text)
+                reply = recv_msg(sock)
+                if reply == BUSY:
+                    print(f"error: {BUSY}", file=sys.stderr)
+                    return 1
+                print(reply, file=out, flush=True)
+                if text.lower() == "quit":
+                    return 0
+    except TimeoutError:
+        print(f"error: no reply from {host}:{port} within {timeout} s", file=sys.stderr)
+        return 1
+    except ConnectionError as exc:
+        print(f"error: the server closed the connection ({exc})", file=sys.stderr)
+        return 1
+    except (OSError, MessageTooLarge, UnicodeDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def client_main(argv: list[str] | None = None) -> int:
+    args = build_client_parser().parse_args(argv)
+    return run_client(args.host, args.port, sys.stdin, sys.stdout, args.timeout)
