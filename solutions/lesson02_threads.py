@@ -109,8 +109,10 @@ class ThreadedServer:
                 # waiting forever, so a silent client cannot keep this thread for good.
                 conn.settimeout(self.idle_timeout)
                 self.process(conn, addr)
-        except (TimeoutError, ConnectionError) as exc:
+        except TimeoutError as exc:  # idle too long (or, from lesson 05, too slow)
             log.info("%s:%s dropped: %s", addr[0], addr[1], type(exc).__name__)
+        except ConnectionError as exc:  # the client left: closed, or reset the connection
+            log.info("%s:%s disconnected (%s)", addr[0], addr[1], exc)
         except Exception:  # a bug in one handler must not take the server down
             log.exception("handler failed for %s:%s", addr[0], addr[1])
         finally:

@@ -50,6 +50,7 @@ def _port(text: str) -> int:
 
 def build_server_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog=f"python -m {__package__}.message_server",  # how it is run, not the file name
         description="The course's hardened message server (lesson 06).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--host", default=LOOPBACK,
@@ -108,10 +109,13 @@ def server_main(argv: list[str] | None = None) -> int:
 
 def build_client_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog=f"python -m {__package__}.message_client",
         description="Send one command per line of input to the message server; print replies.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--host", default=LOOPBACK, help="server address")
-    parser.add_argument("--port", type=_port, required=True, help="server port")
+    # default=SUPPRESS: a required flag has no default, so --help should not show "None".
+    parser.add_argument("--port", type=_port, required=True, default=argparse.SUPPRESS,
+                        help="server port")
     parser.add_argument("--timeout", type=_positive(float), default=5.0,
                         help="seconds to wait for the connection and for each reply")
     return parser

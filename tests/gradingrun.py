@@ -55,7 +55,10 @@ def run_graders(against: Path, *extra: str, timeout: float = RUN_TIMEOUT_S) -> G
     """`pytest exercises --against <against> *extra` in a subprocess, parsed test by test."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
+        # As a student runs it, less the notebook plugin: importing nbval costs a second of
+        # CPU per run, and these runs collect no notebooks.
         command = [sys.executable, "-m", "pytest", "exercises", "--against", str(against),
+                   "-o", "addopts=", "-p", "no:nbval",
                    "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                    f"--junitxml={report}", "-q", *extra]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
