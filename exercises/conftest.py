@@ -11,6 +11,7 @@ Everything here uses pytest's own hooks; the graders themselves live in test_les
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import threading
@@ -21,7 +22,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # so graders can `import graderkit`
 
-from graderkit import Transcript, load_manifest  # noqa: E402
+from graderkit import ListHandler, Transcript, load_manifest  # noqa: E402
 
 # Each grader gets this many seconds before pytest-timeout fails it. Graders use timeouts of
 # fractions of a second, so 10 s only ever trips on a server that hangs.
@@ -83,6 +84,16 @@ def graded(request):
 def story():
     """A fresh Transcript: graders record their steps in it so a failure narrates them."""
     return Transcript()
+
+
+@pytest.fixture
+def logs():
+    """A logger of the grader's own (not the root logger, so no other test's lines mix in) and
+    what it received: give logs.logger to a server, then read logs.lines() or wait_for_line()."""
+    handler = ListHandler()
+    handler.logger = logging.Logger("graded-server", logging.DEBUG)
+    handler.logger.addHandler(handler)
+    return handler
 
 
 # --------------------------------------------------------------------------- collection

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import socket
 import struct
 import threading
@@ -259,3 +260,173 @@ def running(server, story: Transcript):
     leftover = [t for t in new_threads_after(before) if not t.name.startswith("grader-")]
     story.check(not leftover, "stop() to end every thread the server started",
                 f"{len(leftover)} still running: {', '.join(t.name for t in leftover)}")
+
+
+BOOM = "boom (raised on purpose by the grader's reply_to)"
+
+
+def make_server(cls, story, boom=False, **kwargs):
+    """Your server class, wrapped so that the grader hears about a NotImplementedError (or
+    any other exception) raised in the server's own threads, where a test cannot see it.
+
+    boom=True also plants a bug: reply_to raises RuntimeError for the message "boom", to test
+    that the server survives a handler that crashes (that planted error is not narrated)."""
+
+    class Graded(cls):
+        poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
+        not_implemented = None
+
+        def process(self, conn, addr):
+            try:
+                super().process(conn, addr)
+            except NotImplementedError as exc:
+                self.not_implemented = exc  # reported by serving(); not worth a traceback
+            except OSError:
+                raise  # timeouts, resets, closed connections: the normal ways out
+            except Exception as exc:
+                if BOOM not in str(exc):
+                    story.step(f"(meanwhile, your server's handler raised {describe(exc)})")
+                raise
+
+        def reply_to(self, text):
+            if boom and text == "boom":
+                raise RuntimeError(BOOM)
+            return super().reply_to(text)
+
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "logger")
+    story.step(f"created {cls.__name__}({args})")
+    return Graded(**kwargs)
+
+
+@contextlib.contextmanager
+def serving(server, story: Transcript):
+    """running(), plus: a stub's NotImplementedError raised in a server thread (see
+    make_server) fails the test as "Not implemented yet", whatever the test saw first."""
+    try:
+        with running(server, story) as address:
+            yield address
+    except BaseException:
+        if server.not_implemented is not None:
+            raise server.not_implemented from None
+        raise
+    if server.not_implemented is not None:
+        raise server.not_implemented
+
+
+# --------------------------------------------------------------------------- logs
+
+
+class ListHandler(logging.Handler):
+    """Keeps every log record in a list, so a grader can read what the server logged."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def lines(self, min_level=logging.DEBUG):
+        return [r.getMessage() for r in list(self.records) if r.levelno >= min_level]
+
+
+def wait_for_line(logs: ListHandler, *parts, min_level=logging.DEBUG, wait=WAIT):
+    """The first logged line containing every one of parts, waiting up to `wait` s; or None.
+    Server threads log a moment after the client sees the effect, so look more than once."""
+    ends = time.monotonic() + wait
+    while True:
+        for line in logs.lines(min_level):
+            if all(part in line for part in parts):
+                return line
+        if time.monotonic() > ends:
+            return None
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+def ask(sock: socket.socket, story: Transcript, message, who: str = "the client") -> str:
+    """Send one frame and return the reply frame's text (failing with the story if none, or
+    if the reply is not UTF-8: the protocol says every frame is UTF-8 text)."""
+    sock.sendall(frame(message))
+    story.step(f"{who} sent the frame {short(message)}")
+    try:
+        reply = read_frame(sock)
+    except OSError as exc:
+        story.fail(f"a reply frame to {short(message)} within {WAIT} s", describe(exc))
+    try:
+        return reply.decode("utf-8")
+    except UnicodeDecodeError:
+        story.fail("a reply in UTF-8", short(reply))
+
+
+def expect(sock: socket.socket, story: Transcript, message, expected: str,
+           who: str = "the client") -> None:
+    """ask(), and fail unless the reply is exactly `expected`."""
+    reply = ask(sock, story, message, who)
+    story.check(reply == expected, f"the reply {short(expected)}", short(reply))
+    story.step(f"{who} got {short(reply)}")
+
+
+BUSY = "server busy, try later"  # what a server with a cap on clients says to one too many
+
+
+def expect_busy(address, story: Transcript, who: str = "one client too many",
+                check_close: bool = True) -> str:
+    """Connect and, without sending anything, expect the busy frame at once (a server that
+    makes the extra client wait still spends a thread on it), then, if check_close, a close.
+    Returns peer_of(that client), to look for in the server's log."""
+    with connect(address, story) as client:
+        try:
+            reply = read_frame(client)
+        except OSError as exc:
+            story.fail(f"{who} to be told {BUSY!r} at once (not made to wait)", describe(exc))
+        story.check(reply == BUSY.encode(), f"{who} to be told {BUSY!r}", short(reply))
+        story.step(f"{who} was told {BUSY!r}")
+        if check_close:
+            how = is_closed(client)
+            story.check(how in ("closed", "reset"), "the server to close a rejected connection",
+                        how)
+        return peer_of(client)
+
+
+def peer_of(sock: socket.socket) -> str:
+    """How the server sees this client: '127.0.0.1:<client port>' (as it logs it)."""
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def trickle(sock: socket.socket, data: bytes, stop: threading.Event, interval: float = 0.1) -> int:
+    """Send data one byte every `interval` s until done, stopped or cut off (a Slowloris
+    client: each gap is short enough to beat a per-recv timeout). Returns the bytes sent."""
+    sent = 0
+    try:
+        for i in range(len(data)):
+            if stop.is_set():
+                break
+            sock.send(data[i:i + 1])
+            sent += 1
+            time.sleep(interval)
+    except OSError:
+        pass
+    return sent
+
+
+@contextlib.contextmanager
+def trickling(sock: socket.socket, story: Transcript, data: bytes, interval: float = 0.1):
+    """A background thread that trickles `data` on sock; yields a function that stops it
+    and returns how many bytes it sent. Leaving the block stops it too."""
+    stop = threading.Event()
+    story.step(f"the client started sending {len(data)} bytes, one every {interval} s "
+               f"(that takes {len(data) * interval:.1f} s)")
+    sender = run_in_thread(trickle, sock, data, stop, interval, name="grader-trickle")
+
+    def finish():
+        stop.set()
+        return sender.result(timeout=WAIT)
+
+    try:
+        yield finish
+    finally:
+        stop.set()

@@ -1,5 +1,4 @@
 """Graders for lesson 04, a secure-by-default message server.  Run: pytest exercises -k lesson04"""
-import contextlib
 import logging
 import shlex
 import struct
@@ -8,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from graderkit import WAIT, connect, describe, frame, is_closed, read_frame, running, short
+from graderkit import (WAIT, ask, connect, expect, is_closed, make_server, peer_of, serving, short,
+                       wait_for_line)
 
 UNKNOWN = "error: unknown command"
 BAD_UTF8 = "error: invalid UTF-8"
@@ -20,107 +20,6 @@ def lesson(graded):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class ListHandler(logging.Handler):
-    """Keeps every log record in a list, so a grader can read what the server logged."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def lines(self, min_level=logging.DEBUG):
-        return [r.getMessage() for r in list(self.records) if r.levelno >= min_level]
-
-
-@pytest.fixture
-def logs():
-    """A logger of the grader's own (not attached to the root logger) and what it received."""
-    handler = ListHandler()
-    logger = logging.Logger("graded-server", logging.DEBUG)
-    logger.addHandler(handler)
-    handler.logger = logger
-    return handler
-
-
-def wait_for_line(logs, *parts, min_level=logging.DEBUG, wait=WAIT):
-    """The first logged line containing every one of parts, waiting up to `wait` s; or None."""
-    ends = time.monotonic() + wait
-    while True:
-        for line in logs.lines(min_level):
-            if all(part in line for part in parts):
-                return line
-        if time.monotonic() > ends:
-            return None
-        time.sleep(0.02)
-
-
-def make_server(cls, story, **kwargs):
-    """Your server class, wrapped so that the grader hears about a NotImplementedError (or
-    any other exception) raised in the server's own threads, where a test cannot see it."""
-
-    class Graded(cls):
-        poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
-        not_implemented = None
-
-        def process(self, conn, addr):
-            try:
-                super().process(conn, addr)
-            except NotImplementedError as exc:
-                self.not_implemented = exc  # reported by serving(); not worth a traceback
-            except OSError:
-                raise  # timeouts, resets, closed connections: the normal ways out
-            except Exception as exc:
-                story.step(f"(meanwhile, your server's handler raised {describe(exc)})")
-                raise
-
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "logger")
-    story.step(f"created {cls.__name__}({args})")
-    return Graded(**kwargs)
-
-
-@contextlib.contextmanager
-def serving(server, story):
-    """running() from graderkit, plus: a stub's NotImplementedError raised in a server
-    thread fails the test as "Not implemented yet", whatever the test saw first."""
-    try:
-        with running(server, story) as address:
-            yield address
-    except BaseException:
-        if server.not_implemented is not None:
-            raise server.not_implemented from None
-        raise
-    if server.not_implemented is not None:
-        raise server.not_implemented
-
-
-def ask(sock, story, message, who="the client"):
-    """Send one frame and return the reply frame's text (failing with the story if none)."""
-    sock.sendall(frame(message))
-    story.step(f"{who} sent the frame {short(message)}")
-    try:
-        reply = read_frame(sock)
-    except OSError as exc:
-        story.fail(f"a reply frame to {short(message)} within {WAIT} s", describe(exc))
-    try:
-        return reply.decode("utf-8")
-    except UnicodeDecodeError:
-        story.fail("a reply in UTF-8", short(reply))
-
-
-def expect(sock, story, message, expected, who="the client"):
-    reply = ask(sock, story, message, who)
-    story.check(reply == expected, f"the reply {short(expected)}", short(reply))
-    story.step(f"{who} got {short(reply)}")
-
-
-def peer_of(sock):
-    """How the server sees this client: '127.0.0.1:<client port>'."""
-    host, port = sock.getsockname()[:2]
-    return f"{host}:{port}"
 
 
 def check_is_now(story, reply):

@@ -4,15 +4,13 @@ import contextlib
 import logging
 import socket
 import struct
-import threading
 import time
 
 import pytest
 
-from graderkit import (WAIT, connect, describe, frame, is_closed, read_frame, run_in_thread,
-                       running, short)
-
-BUSY = "server busy, try later"
+from graderkit import (WAIT, connect, describe, expect, expect_busy, frame, is_closed, make_server,
+                       peer_of, read_frame, run_in_thread, serving, short, trickling,
+                       wait_for_line)
 
 
 @pytest.fixture
@@ -21,128 +19,6 @@ def lesson(graded):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class ListHandler(logging.Handler):
-    """Keeps every log record in a list, so a grader can read what the server logged."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def lines(self, min_level=logging.DEBUG):
-        return [r.getMessage() for r in list(self.records) if r.levelno >= min_level]
-
-
-@pytest.fixture
-def logs():
-    """A logger of the grader's own (not attached to the root logger) and what it received."""
-    handler = ListHandler()
-    handler.logger = logging.Logger("graded-server", logging.DEBUG)
-    handler.logger.addHandler(handler)
-    return handler
-
-
-def wait_for_line(logs, *parts, min_level=logging.DEBUG, wait=WAIT):
-    """The first logged line containing every one of parts, waiting up to `wait` s; or None."""
-    ends = time.monotonic() + wait
-    while True:
-        for line in logs.lines(min_level):
-            if all(part in line for part in parts):
-                return line
-        if time.monotonic() > ends:
-            return None
-        time.sleep(0.02)
-
-
-BOOM = "boom (raised on purpose by the grader's reply_to)"
-
-
-def make_server(cls, story, **kwargs):
-    """Your server class, wrapped so that the grader hears about a NotImplementedError raised
-    in the server's own threads, and whose reply_to raises RuntimeError for "boom" (a bug in
-    a handler, to test that the server survives it)."""
-
-    class Graded(cls):
-        poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
-        not_implemented = None
-
-        def process(self, conn, addr):
-            try:
-                super().process(conn, addr)
-            except NotImplementedError as exc:
-                self.not_implemented = exc  # reported by serving(); not worth a traceback
-            except OSError:
-                raise  # timeouts, resets, closed connections: the normal ways out
-            except Exception as exc:
-                if BOOM not in str(exc):
-                    story.step(f"(meanwhile, your server's handler raised {describe(exc)})")
-                raise
-
-        def reply_to(self, text):
-            if text == "boom":
-                raise RuntimeError(BOOM)
-            return super().reply_to(text)
-
-    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "logger")
-    story.step(f"created {cls.__name__}({args})")
-    return Graded(**kwargs)
-
-
-@contextlib.contextmanager
-def serving(server, story):
-    """running() from graderkit, plus: a stub's NotImplementedError raised in a server
-    thread fails the test as "Not implemented yet", whatever the test saw first."""
-    try:
-        with running(server, story) as address:
-            yield address
-    except BaseException:
-        if server.not_implemented is not None:
-            raise server.not_implemented from None
-        raise
-    if server.not_implemented is not None:
-        raise server.not_implemented
-
-
-def ask(sock, story, message, who="the client"):
-    """Send one frame and return the reply frame's text (failing with the story if none)."""
-    sock.sendall(frame(message))
-    story.step(f"{who} sent the frame {short(message)}")
-    try:
-        reply = read_frame(sock)
-    except OSError as exc:
-        story.fail(f"a reply frame to {short(message)} within {WAIT} s", describe(exc))
-    return reply.decode("utf-8", errors="replace")
-
-
-def expect(sock, story, message, expected, who="the client"):
-    reply = ask(sock, story, message, who)
-    story.check(reply == expected, f"the reply {short(expected)}", short(reply))
-    story.step(f"{who} got {short(reply)}")
-
-
-def peer_of(sock):
-    """How the server sees this client: '127.0.0.1:<client port>'."""
-    host, port = sock.getsockname()[:2]
-    return f"{host}:{port}"
-
-
-def expect_busy(address, story, who="one client too many"):
-    """Connect and, without sending anything, expect the busy frame and then a close."""
-    client = connect(address, story)
-    with client:
-        try:
-            reply = read_frame(client)
-        except OSError as exc:
-            story.fail(f"{who} to be told {BUSY!r} at once (not made to wait)", describe(exc))
-        story.check(reply == BUSY.encode(), f"{who} to be told {BUSY!r}", short(reply))
-        story.step(f"{who} was told {BUSY!r}")
-        how = is_closed(client)
-        story.check(how in ("closed", "reset"), "the server to close a rejected connection", how)
-        return peer_of(client)
 
 
 def expect_dropped(client, story, why, wait=WAIT):
@@ -190,41 +66,6 @@ def leave(sock, story, who="the honest client"):
         how = is_closed(sock)
         story.check(how in ("closed", "reset"), "the server to close the connection after 'bye'",
                     how)
-
-
-def trickle(sock, data, stop, interval=0.1):
-    """Send data one byte every `interval` s until done, stopped or cut off. Returns how
-    many bytes went out."""
-    sent = 0
-    try:
-        for i in range(len(data)):
-            if stop.is_set():
-                break
-            sock.send(data[i:i + 1])
-            sent += 1
-            time.sleep(interval)
-    except OSError:
-        pass
-    return sent
-
-
-@contextlib.contextmanager
-def trickling(sock, story, data, interval=0.1):
-    """A background thread that trickles `data` on sock; yields a function that stops it
-    and returns how many bytes it sent."""
-    stop = threading.Event()
-    story.step(f"the client started sending {len(data)} bytes, one every {interval} s "
-               f"(that takes {len(data) * interval:.1f} s)")
-    sender = run_in_thread(trickle, sock, data, stop, interval, name="grader-trickle")
-
-    def finish():
-        stop.set()
-        return sender.result(timeout=WAIT)
-
-    try:
-        yield finish
-    finally:
-        stop.set()
 
 
 def pair():
@@ -463,6 +304,7 @@ def path_reset(client, story):
 
 
 def path_boom(client, story):
+    """Needs a server made with make_server(..., boom=True)."""
     client.sendall(frame("boom"))
     story.step("the client sent 'boom': the grader's reply_to raises RuntimeError for it")
     expect_dropped(client, story, "an exception in the handler ends that connection")
@@ -474,7 +316,7 @@ def path_boom(client, story):
                          ids=["close", "quit", "oversize", "idle", "deadline", "reset",
                               "exception"])
 def test_the_slot_comes_back(lesson, story, logs, path):
-    server = make_server(lesson.GuardedServer, story, max_clients=1, max_msg=100,
+    server = make_server(lesson.GuardedServer, story, boom=True, max_clients=1, max_msg=100,
                          idle_timeout=0.3, message_deadline=0.5, logger=logs.logger)
     with serving(server, story) as address:
         with connect(address, story) as client:
@@ -491,7 +333,7 @@ def test_the_slot_comes_back(lesson, story, logs, path):
 
 @pytest.mark.task("05.survival")
 def test_hostile_input_is_survived(lesson, story, logs):
-    server = make_server(lesson.GuardedServer, story, max_msg=100, idle_timeout=1.0,
+    server = make_server(lesson.GuardedServer, story, boom=True, max_msg=100, idle_timeout=1.0,
                          message_deadline=1.0, logger=logs.logger)
     with serving(server, story) as address:
         with connect(address, story) as client:

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from graderkit import (LOOPBACK, WAIT, connect, describe, frame, is_closed, read_frame,
-                       run_in_thread, short)
+from graderkit import (BUSY, LOOPBACK, WAIT, connect, describe, expect, expect_busy, frame,
+                       is_closed, read_frame, run_in_thread, short, trickling)
 
 REPO = Path(__file__).resolve().parent.parent
-BUSY = "server busy, try later"
 FIRST_LINE_WAIT = 5.0  # a cold Python start on a slow CI machine can take a second or two
 FIRST_LINE = re.compile(r"listening on (\d{1,3}(?:\.\d{1,3}){3}):(\d+)\s*$")
 
@@ -166,30 +165,6 @@ def programs(lesson, request, tmp_path, story):
     runner.close()
 
 
-def ask(sock, story, message, who="the client"):
-    sock.sendall(frame(message))
-    story.step(f"{who} sent the frame {short(message)}")
-    try:
-        return read_frame(sock).decode("utf-8", errors="replace")
-    except OSError as exc:
-        story.fail(f"a reply frame to {short(message)} within {WAIT} s", describe(exc))
-
-
-def expect(sock, story, message, expected, who="the client"):
-    reply = ask(sock, story, message, who)
-    story.check(reply == expected, f"the reply {short(expected)}", short(reply))
-
-
-def expect_busy(address, story, who):
-    with connect(address, story) as client:
-        try:
-            reply = read_frame(client)
-        except OSError as exc:
-            story.fail(f"{who} to be told {BUSY!r} at once", describe(exc))
-        story.check(reply == BUSY.encode(), f"{who} to be told {BUSY!r}", short(reply))
-        story.step(f"{who} was told {BUSY!r}")
-
-
 def expect_dropped(client, story, why, wait=WAIT):
     how = is_closed(client, wait=wait)
     story.check(how in ("closed", "reset"), f"the server to hang up within {wait} s ({why})",
@@ -212,29 +187,9 @@ def check_is_now(story, text):
 def trickle_until_dropped(sock, story, data, wait, interval=0.1):
     """Send data a byte every `interval` s in the background; expect the server to hang up
     within `wait` s, before all of it is sent."""
-    stop = threading.Event()
-
-    def trickle():
-        sent = 0
-        try:
-            for i in range(len(data)):
-                if stop.is_set():
-                    break
-                sock.send(data[i:i + 1])
-                sent += 1
-                time.sleep(interval)
-        except OSError:
-            pass
-        return sent
-
-    story.step(f"the client sent {len(data)} bytes one every {interval} s (that takes "
-               f"{len(data) * interval:.1f} s)")
-    sender = run_in_thread(trickle, name="grader-trickle")
-    try:
+    with trickling(sock, story, data, interval) as finish:
         expect_dropped(sock, story, "the message deadline", wait=wait)
-    finally:
-        stop.set()
-    sent = sender.result(timeout=WAIT)
+        sent = finish()
     story.check(sent < len(data), "to be dropped before the message was complete",
                 f"all {sent} bytes went out first")
 
@@ -441,7 +396,7 @@ def test_max_clients_flag(programs, story):
     server = programs.server("--max-clients", "1")
     with connect(server.address, story) as holder:
         expect(holder, story, "echo first", "first", who="the first client")
-        expect_busy(server.address, story, "a second client")
+        expect_busy(server.address, story, "a second client", check_close=False)
     line = server.wait_for_log("REJECT")
     story.check(line is not None, "a REJECT line in the server's log (stderr)",
                 short(server.stderr()[-500:], 500))
@@ -488,7 +443,8 @@ def test_the_defaults_are_the_safe_ones(programs, story):
         for i in range(10):
             holders.append(connect(server.address, story))
             expect(holders[-1], story, f"echo holder {i}", f"holder {i}", who=f"client {i}")
-        expect_busy(server.address, story, "client 10 (the eleventh; default --max-clients 10)")
+        expect_busy(server.address, story, "client 10 (the eleventh; default --max-clients 10)",
+                    check_close=False)
     finally:
         for sock in holders:
             sock.close()
