@@ -102,6 +102,7 @@ def logs():
 def pytest_configure(config):
     if not graded_dir(config).is_dir():
         raise pytest.UsageError(f"--against {config.getoption('against')}: no such folder")
+    config.pluginmanager.register(Guide(load_manifest()), "course-guide")
     config.pluginmanager.register(Scoreboard(config, load_manifest()), "course-scoreboard")
 
 
@@ -123,22 +124,42 @@ def pytest_collection_modifyitems(config, items):
 # --------------------------------------------------------------------------- reporting
 
 
-@pytest.hookimpl(hookwrapper=True)
+def is_stub_failure(item, call) -> bool:
+    return (call.excinfo is not None and call.excinfo.errisinstance(NotImplementedError)
+            and item.path.is_relative_to(HERE))
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item, call):
-    """Turn a stub's NotImplementedError into one readable line, and point every failure
-    at the lesson section that explains it."""
-    outcome = yield
-    report = outcome.get_result()
-    if not report.failed or not item.path.is_relative_to(HERE):
-        return
-    task = load_manifest().tasks.get(dict(item.user_properties).get("task"))
-    if task is None:
-        return
-    if call.excinfo is not None and call.excinfo.errisinstance(NotImplementedError):
-        report.longrepr = f"Not implemented yet: {call.excinfo.value}"
-    report.longrepr = (f"{report.longrepr}\n\n"
-                       f"Read: {task.lesson.notebook}, section \"{task.section}\".\n"
-                       f"Hint: pytest exercises --hints   (or exercises/tasks.toml, task {task.id})")
+    """A stub's NotImplementedError becomes one readable line. Building the report here also
+    skips pytest's traceback formatting, which would cost more than the test itself."""
+    if not is_stub_failure(item, call):
+        return None  # pytest builds the report as usual
+    return pytest.TestReport(
+        item.nodeid, item.location, {name: 1 for name in item.keywords}, "failed",
+        f"Not implemented yet: {call.excinfo.value}", call.when, duration=call.duration,
+        start=call.start, stop=call.stop, user_properties=item.user_properties)
+
+
+class Guide:
+    """Points every failed grader at the lesson section that explains it, and at its hint."""
+
+    def __init__(self, manifest):
+        self.manifest = manifest
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if not report.failed or not item.path.is_relative_to(HERE):
+            return
+        task = self.manifest.tasks.get(dict(item.user_properties).get("task"))
+        if task is None:
+            return
+        report.longrepr = (f"{report.longrepr}\n\n"
+                           f"Read: {task.lesson.notebook}, section \"{task.section}\".\n"
+                           f"Hint: pytest exercises --hints   (or exercises/tasks.toml, "
+                           f"task {task.id})")
 
 
 class Scoreboard:
