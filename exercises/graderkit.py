@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -430,3 +431,27 @@ def trickling(sock: socket.socket, story: Transcript, data: bytes, interval: flo
         yield finish
     finally:
         stop.set()
+
+
+def expect_dropped(client: socket.socket, story: Transcript, why: str, wait: float = WAIT) -> None:
+    """The server must hang up on `client` within `wait` seconds, for the reason `why`."""
+    started = time.monotonic()
+    how = is_closed(client, wait=wait)
+    story.check(how in ("closed", "reset"), f"the server to hang up within {wait} s ({why})",
+                f"still open after {wait} s" if how == "timeout" else how)
+    story.step(f"the server hung up after {time.monotonic() - started:.2f} s")
+
+
+def check_is_now(story: Transcript, text: str) -> None:
+    """`text` must be an ISO-8601 time within a minute of now (naive: local time or UTC)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        story.fail("an ISO-8601 time that datetime.fromisoformat() can parse, e.g. "
+                   "'2025-01-31T12:00:00+00:00'", short(text))
+    if when.tzinfo is None:
+        nows = [datetime.now(), datetime.now(timezone.utc).replace(tzinfo=None)]
+    else:
+        nows = [datetime.now(timezone.utc)]
+    gap = min(abs((now - when).total_seconds()) for now in nows)
+    story.check(gap < 60, "the current time (within a minute)", f"{text}, {gap:.0f} s from now")

@@ -3,11 +3,10 @@ import logging
 import shlex
 import struct
 import time
-from datetime import datetime, timezone
 
 import pytest
 
-from graderkit import (WAIT, ask, connect, expect, is_closed, make_server, peer_of, serving, short,
+from graderkit import (WAIT, ask, check_is_now, connect, expect, is_closed, make_server, peer_of, serving, short,
                        wait_for_line)
 
 UNKNOWN = "error: unknown command"
@@ -22,19 +21,6 @@ def lesson(graded):
 # --------------------------------------------------------------------------- helpers
 
 
-def check_is_now(story, reply):
-    try:
-        when = datetime.fromisoformat(reply)
-    except ValueError:
-        story.fail("an ISO-8601 time that datetime.fromisoformat() can parse, e.g. "
-                   "'2025-01-31T12:00:00+00:00'", short(reply))
-    if when.tzinfo is None:  # a naive time: accept local time or UTC
-        gaps = [abs((datetime.now() - when).total_seconds()),
-                abs((datetime.now(timezone.utc).replace(tzinfo=None) - when).total_seconds())]
-    else:
-        gaps = [abs((datetime.now(timezone.utc) - when).total_seconds())]
-    story.check(min(gaps) < 60, "the current time (within a minute)",
-                f"{reply}, {min(gaps):.0f} s away from now")
 
 
 def injection_attempts(marker):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from graderkit import (WAIT, connect, describe, expect, expect_busy, frame, is_closed, make_server,
+from graderkit import (WAIT, connect, describe, expect, expect_busy, expect_dropped, frame, is_closed, make_server,
                        peer_of, read_frame, run_in_thread, serving, short, trickling,
                        wait_for_line)
 
@@ -21,12 +21,6 @@ def lesson(graded):
 # --------------------------------------------------------------------------- helpers
 
 
-def expect_dropped(client, story, why, wait=WAIT):
-    started = time.monotonic()
-    how = is_closed(client, wait=wait)
-    story.check(how in ("closed", "reset"), f"the server to hang up within {wait} s ({why})",
-                f"still open after {wait} s" if how == "timeout" else how)
-    story.step(f"the server hung up after {time.monotonic() - started:.2f} s")
 
 
 def honest_client(server, story, within=2.0):

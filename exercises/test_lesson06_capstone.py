@@ -18,13 +18,13 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from graderkit import (BUSY, LOOPBACK, WAIT, connect, describe, expect, expect_busy, frame,
-                       is_closed, read_frame, run_in_thread, short, trickling)
+from graderkit import (BUSY, LOOPBACK, WAIT, check_is_now, connect, describe, expect,
+                       expect_busy, expect_dropped, frame, read_frame, run_in_thread, short,
+                       trickling)
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_LINE_WAIT = 5.0  # a cold Python start on a slow CI machine can take a second or two
@@ -165,23 +165,8 @@ def programs(lesson, request, tmp_path, story):
     runner.close()
 
 
-def expect_dropped(client, story, why, wait=WAIT):
-    how = is_closed(client, wait=wait)
-    story.check(how in ("closed", "reset"), f"the server to hang up within {wait} s ({why})",
-                f"still open after {wait} s" if how == "timeout" else how)
 
 
-def check_is_now(story, text):
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        story.fail("an ISO-8601 time (datetime.fromisoformat can parse it)", repr(text))
-    if when.tzinfo is None:  # a naive time: accept local time or UTC
-        nows = [datetime.now(), datetime.now(timezone.utc).replace(tzinfo=None)]
-    else:
-        nows = [datetime.now(timezone.utc)]
-    gap = min(abs((now - when).total_seconds()) for now in nows)
-    story.check(gap < 60, "the current time (within a minute)", f"{text}, {gap:.0f} s from now")
 
 
 def trickle_until_dropped(sock, story, data, wait, interval=0.1):
