@@ -20,7 +20,7 @@ EXERCISES = REPO / "exercises"
 SOLUTIONS = REPO / "solutions"
 
 sys.path.insert(0, str(EXERCISES))
-from graderkit import load_manifest  # noqa: E402  (the one manifest reader)
+from graderkit import load_manifest, tomllib  # noqa: E402  (one manifest reader, one TOML)
 
 MANIFEST = load_manifest()
 
@@ -83,6 +83,16 @@ def parse_junit(path: Path) -> list[Outcome]:
         outcomes.append(Outcome(Path(file).name, case.get("name"), props.get("task"),
                                 status, message))
     return outcomes
+
+
+def load_toml(path: Path) -> dict:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def listing(outcomes, limit: int = 20) -> str:
+    """Outcomes as readable lines for an assertion message: which test, how it ended, why."""
+    return "\n".join(f"  {o.file}::{o.name}: {o.status} {o.message.strip()[:300]}"
+                     for o in outcomes[:limit])
 
 
 def grader_files() -> list[str]:

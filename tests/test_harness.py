@@ -8,11 +8,7 @@ import time
 
 import pytest
 
-from gradingrun import copy_of_solutions, run_graders
-
-
-def listing(outcomes):
-    return "\n".join(f"{o.name}: {o.message[:500]}" for o in outcomes)
+from gradingrun import copy_of_solutions, listing, run_graders
 
 
 def rewrite(path, find, replace):

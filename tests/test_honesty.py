@@ -3,7 +3,8 @@ every task in the manifest. Each claim is checked by really running `pytest exer
 
 import pytest
 
-from gradingrun import EXERCISES, MANIFEST, REPO, SOLUTIONS, grader_files, run_graders
+from gradingrun import (EXERCISES, MANIFEST, REPO, SOLUTIONS, grader_files, listing,
+                        run_graders)
 
 
 @pytest.fixture(scope="module")
@@ -14,11 +15,6 @@ def reference_run():
 @pytest.fixture(scope="module")
 def stub_run():
     return run_graders(EXERCISES)
-
-
-def listing(outcomes, limit=20):
-    return "\n".join(f"  {o.file}::{o.name}: {o.status} {o.message.strip()[:300]}"
-                     for o in outcomes[:limit])
 
 
 def test_every_grader_passes_against_the_reference(reference_run):

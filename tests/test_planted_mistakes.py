@@ -11,12 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gradingrun import MANIFEST, copy_of_solutions, run_graders
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from gradingrun import MANIFEST, copy_of_solutions, load_toml, run_graders
 
 PLANTED = Path(__file__).resolve().parent / "planted"
 # Grading runs mostly wait on sockets and timeouts, not the CPU, so several can share 2 cores.
@@ -26,7 +21,7 @@ PARALLEL_RUNS = 4
 def load_mistakes():
     mistakes = []
     for path in sorted(PLANTED.glob("*.toml")):
-        for entry in tomllib.loads(path.read_text(encoding="utf-8"))["mistake"]:
+        for entry in load_toml(path)["mistake"]:
             mistakes.append({**entry, "catalogue": path.name})
     return mistakes
 
