@@ -54,7 +54,8 @@ def build_server_parser() -> argparse.ArgumentParser:
         description="The course's hardened message server (lesson 06).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--host", default=LOOPBACK,
-                        help="address to listen on; 0.0.0.0 exposes the server to the network")
+                        help="address to listen on; anything but loopback exposes the server "
+                             "to the network")
     parser.add_argument("--port", type=_port, default=0, help="TCP port; 0 picks any free port")
     parser.add_argument("--max-msg", type=_positive(int), default=MAX_MSG,
                         help="largest message in bytes; a bigger frame is dropped unread")
