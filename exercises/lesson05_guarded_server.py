@@ -16,13 +16,15 @@ are the reference ones from lesson 03, so this lesson does not depend on your ea
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
-from solutions.lesson03_framing import HEADER, MessageTooLarge, parse_length, send_msg  # or yours
+from solutions.lesson03_framing import MessageTooLarge  # or yours
 from solutions.lesson04_message_server import MessageServer  # or your own from lesson 04
 
 BUSY = "server busy, try later"
+BUSY_FRAME = struct.pack("!I", len(BUSY)) + BUSY.encode("utf-8")  # lesson 03's frame, ready-made
 CHUNK = 64 * 1024  # ask recv() for at most this much at once: recv(n) reserves n bytes up front
 
 
@@ -49,7 +51,7 @@ def recv_msg_by(sock: socket.socket, max_msg: int, idle_timeout: float,
 
     1. sock.settimeout(idle_timeout) and wait for the FIRST byte (b"" -> ConnectionError);
     2. then the rest of the frame must arrive by time.monotonic() + message_deadline:
-       the rest of the 4-byte header, the size check (parse_length(header, max_msg) raises
+       the other 3 bytes of the "!I" header, the size check (over max_msg: raise
        MessageTooLarge) BEFORE any of the body, then the body; decode it as UTF-8.
     message_deadline=None means no deadline (the weak version, for comparison).
     """
@@ -68,19 +70,26 @@ class GuardedServer(MessageServer):
         # Add the slots here: a semaphore with max_clients permits. Which kind of semaphore
         # complains if it is released more often than acquired? (See the notebook.)
 
-    def process(self, conn: socket.socket, addr) -> None:
-        """Called in the client's thread (ThreadedServer calls this, then it calls handle).
+    def admit(self, conn: socket.socket, addr) -> bool:
+        """Called by ThreadedServer ON THE ACCEPT THREAD, before a thread is started for this
+        client (so a flood of refused clients costs no threads). Take a slot WITHOUT
+        blocking and return True; no slot free: self.reject(conn, addr) and return False
+        (the accept loop then closes conn)."""
+        raise NotImplementedError("admit(): acquire(blocking=False) a slot and return True, "
+                                  "or reject() and return False")
 
-        Take a slot WITHOUT blocking. No slot free: self.reject(conn, addr) and return.
-        Otherwise self.handle(conn, addr), and give the slot back on EVERY way out.
-        """
-        raise NotImplementedError("process(): acquire(blocking=False) a slot or reject; "
-                                  "handle(); release the slot in a finally")
+    def release(self, conn: socket.socket, addr) -> None:
+        """Called in the client's thread after the connection ends, however it ended (quit,
+        timeout, reset, a bug): give the slot back."""
+        raise NotImplementedError("release(): give the slot back")
 
     def reject(self, conn: socket.socket, addr) -> None:
         """Log a warning "REJECT <ip>:<port> at capacity (<max_clients> clients)" with
-        self.log, and send the frame BUSY. (Returning closes the connection.)"""
-        raise NotImplementedError("reject(): log a REJECT warning naming the peer, send BUSY")
+        self.log, and send BUSY_FRAME WITHOUT ever blocking: this runs on the accept thread,
+        and a client that never reads must not stall it (conn.setblocking(False), then one
+        conn.send(), ignoring OSError)."""
+        raise NotImplementedError("reject(): log a REJECT warning naming the peer, send "
+                                  "BUSY_FRAME without blocking")
 
     def read_message(self, conn: socket.socket) -> str:
         """One message, with the server's cap, idle timeout and message deadline."""

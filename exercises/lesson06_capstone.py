@@ -28,6 +28,36 @@ from solutions.lesson03_framing import MAX_MSG, MessageTooLarge, recv_msg, send_
 from solutions.lesson05_guarded_server import BUSY, GuardedServer  # or your own from lesson 05
 
 
+class StopSignals:
+    """Wait for SIGINT or SIGTERM without taking a lock in a signal handler.
+
+    A handler runs in the main thread between two bytecodes of whatever it was doing; if it
+    calls event.set() while the main thread is inside event.wait() (holding the Event's
+    internal lock), it waits for a lock its own thread holds: a deadlock. Instead:
+
+    __enter__: make a socket.socketpair(); set the writing end non-blocking and pass its
+        fileno() to signal.set_wakeup_fd (the interpreter then writes each signal's number
+        there); install a do-nothing handler for each signal (signal.signal); remember the
+        old fd and handlers.
+    wait(): recv() on the reading end until a byte is one of the signals; return it.
+    __exit__: restore the old wakeup fd and handlers; close both sockets.
+    """
+
+    def __init__(self, signums=(signal.SIGINT, signal.SIGTERM)):
+        self.signums = tuple(signums)
+
+    def __enter__(self) -> "StopSignals":
+        raise NotImplementedError("StopSignals.__enter__(): socketpair, set_wakeup_fd, "
+                                  "do-nothing handlers")
+
+    def wait(self) -> int:
+        raise NotImplementedError("StopSignals.wait(): recv the signal number written by "
+                                  "the interpreter")
+
+    def __exit__(self, *exc_info) -> None:
+        raise NotImplementedError("StopSignals.__exit__(): restore the wakeup fd and handlers")
+
+
 def build_server_parser() -> argparse.ArgumentParser:
     """An argparse parser for the server's flags, with safe defaults: --host 127.0.0.1,
     --port 0, --max-msg 65536, --idle-timeout 30, --message-deadline 10, --max-clients 10,
@@ -40,8 +70,8 @@ def server_main(argv: list[str] | None = None) -> int:
 
     - print f"listening on {host}:{port}" as the FIRST line on stdout, with flush=True
       (a script reading our stdout through a pipe waits for it);
-    - SIGINT and SIGTERM handlers only set a threading.Event; the main thread waits on it
-      (in a loop with a timeout, e.g. `while not stop.wait(0.5): pass`), then stops the server;
+    - wait for SIGINT or SIGTERM WITHOUT a lock in the signal handler: use StopSignals below
+      (`with StopSignals() as signals: ... signals.wait()`), then stop the server;
     - return 0 (the exit status).
     """
     raise NotImplementedError("server_main(): parse flags, start a GuardedServer, print the "

@@ -93,14 +93,31 @@ class ThreadedServer:
             except OSError:
                 if self._stopping.is_set():
                     break  # the listener was closed under us by stop()
+                # EMFILE (out of file descriptors), ECONNABORTED, ...: one bad accept must not
+                # end the loop for every client after it. Pause briefly so a persistent error
+                # does not spin the CPU.
                 log.exception("accept failed")
+                self._stopping.wait(self.poll_interval)
+                continue
+            # Admission happens HERE, on the accept thread, before a thread exists for the
+            # client: a flood of refused clients then costs no threads at all.
+            if not self.admit(conn, addr):
+                conn.close()
                 continue
             thread = threading.Thread(target=self._serve_client, args=(conn, addr),
                                       name=f"client-{addr[0]}:{addr[1]}", daemon=True)
             with self._lock:
                 self._clients.add(conn)
                 self._threads.add(thread)
-            thread.start()  # and straight back to accept(): never serve inside this loop
+            try:
+                thread.start()  # and straight back to accept(): never serve inside this loop
+            except RuntimeError:  # "can't start new thread": the OS ran out of threads
+                log.exception("cannot start a thread for %s:%s", addr[0], addr[1])
+                with self._lock:
+                    self._clients.discard(conn)
+                    self._threads.discard(thread)
+                conn.close()
+                self.release(conn, addr)
 
     def _serve_client(self, conn: socket.socket, addr) -> None:
         try:
@@ -119,10 +136,22 @@ class ThreadedServer:
             with self._lock:
                 self._clients.discard(conn)
                 self._threads.discard(threading.current_thread())
+            self.release(conn, addr)
+
+    # -- hooks for subclasses ----------------------------------------------------------------
+
+    def admit(self, conn: socket.socket, addr) -> bool:
+        """Called on the accept thread before a thread is started for the client: return
+        False to turn it away (the loop then closes conn). It must never block, or one client
+        would hold up every client behind it. Lesson 05 puts its cap on clients here."""
+        return True
+
+    def release(self, conn: socket.socket, addr) -> None:
+        """Called in the client's thread once the connection is closed, however it ended:
+        the place to give back whatever admit() took."""
 
     def process(self, conn: socket.socket, addr) -> None:
-        """Serve one connection; exceptions propagate to _serve_client, which logs them.
-        Lesson 05 overrides this to add admission control around handle()."""
+        """Serve one connection; exceptions propagate to _serve_client, which logs them."""
         self.handle(conn, addr)
 
     def handle(self, conn: socket.socket, addr) -> None:

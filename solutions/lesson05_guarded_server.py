@@ -16,13 +16,15 @@ begun, all of it must arrive by a fixed time on the clock (time.monotonic()).
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
-from solutions.lesson03_framing import HEADER, parse_length, send_msg
+from solutions.lesson03_framing import MessageTooLarge
 from solutions.lesson04_message_server import MessageServer
 
 BUSY = "server busy, try later"
+BUSY_FRAME = struct.pack("!I", len(BUSY)) + BUSY.encode("utf-8")  # lesson 03's frame, ready-made
 CHUNK = 64 * 1024  # the most we ask recv() for at once: recv(n) reserves n bytes up front
 
 
@@ -71,17 +73,20 @@ def recv_msg_by(sock: socket.socket, max_msg: int, idle_timeout: float,
         raise ConnectionError("peer closed the connection")
     # The clock starts at the first byte: time spent idle is not held against the message.
     deadline = None if message_deadline is None else time.monotonic() + message_deadline
-    header = first + recv_exact_by(sock, HEADER.size - 1, deadline)
-    length = parse_length(header, max_msg)
+    (length,) = struct.unpack("!I", first + recv_exact_by(sock, 3, deadline))
+    if length > max_msg:  # checked before one byte of the body is read
+        raise MessageTooLarge(f"announced {length} bytes; the limit is {max_msg}")
     return recv_exact_by(sock, length, deadline).decode("utf-8")
 
 
 class GuardedServer(MessageServer):
     """The lesson 04 message server, plus a deadline per message and a cap on clients.
 
-    A client over the cap is told "server busy, try later" at once and disconnected. That
-    is kinder than making it wait, and it keeps the waiting out of our memory: a queue of
-    waiting clients is exactly what a flood of connections is trying to build.
+    The cap is checked in admit(), on the accept thread, BEFORE a thread is started: a flood
+    of 200 connections against a cap of 3 starts 3 client threads, not 200. A client over the
+    cap is told "server busy, try later" at once and disconnected. That is kinder than making
+    it wait, and it keeps the waiting out of our memory: a queue of waiting clients is exactly
+    what a flood of connections is trying to build.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, max_clients: int = 10,
@@ -93,19 +98,27 @@ class GuardedServer(MessageServer):
         # silently raising the cap by one each time.
         self.slots = threading.BoundedSemaphore(max_clients)
 
-    def process(self, conn: socket.socket, addr) -> None:
-        if not self.slots.acquire(blocking=False):  # never wait for a slot: refuse at once
-            self.reject(conn, addr)
-            return
-        try:
-            self.handle(conn, addr)
-        finally:  # quit, drop, timeout, reset or a bug: every exit gives the slot back
-            self.slots.release()
+    def admit(self, conn: socket.socket, addr) -> bool:
+        if self.slots.acquire(blocking=False):  # never wait for a slot: refuse at once
+            return True
+        self.reject(conn, addr)
+        return False
+
+    def release(self, conn: socket.socket, addr) -> None:
+        # Runs once per admitted client, after quit, drop, timeout, reset or a bug alike.
+        self.slots.release()
 
     def reject(self, conn: socket.socket, addr) -> None:
+        """Log the refusal and send BUSY without ever blocking the accept thread."""
         self.log.warning("REJECT %s:%s at capacity (%d clients)", addr[0], addr[1],
                          self.max_clients)
-        send_msg(conn, BUSY)
+        # A single non-blocking send: the 26-byte frame fits in any fresh socket's send
+        # buffer, and a client that never reads cannot make the accept loop wait on it.
+        conn.setblocking(False)
+        try:
+            conn.send(BUSY_FRAME)
+        except OSError:  # already reset by the client, or (in theory) no buffer space
+            pass
 
     def read_message(self, conn: socket.socket) -> str:
         return recv_msg_by(conn, self.max_msg, self.idle_timeout, self.message_deadline)

@@ -18,12 +18,62 @@ import logging
 import signal
 import socket
 import sys
-import threading
 
 from solutions.lesson03_framing import MAX_MSG, MessageTooLarge, recv_msg, send_msg
 from solutions.lesson05_guarded_server import BUSY, GuardedServer
 
 LOOPBACK = "127.0.0.1"
+
+
+class StopSignals:
+    """Wait for SIGINT (Ctrl-C) or SIGTERM without taking a lock in a signal handler.
+
+    A Python signal handler runs in the main thread *between two bytecodes of whatever the
+    main thread is doing*. If the handler calls `event.set()` while the main thread sits in
+    `event.wait()`, which holds the Event's internal lock at that moment, the handler waits
+    for a lock its own thread holds: a deadlock, and Ctrl-C never works again.
+
+    So the handlers here do nothing at all. `signal.set_wakeup_fd` makes the interpreter's
+    C-level handler write the signal's number into a socket, and wait() simply reads it:
+
+        with StopSignals() as signals:   # handlers installed before the server starts
+            server.start()
+            signals.wait()               # returns signal.SIGINT or signal.SIGTERM
+        server.stop()
+
+    Only the main thread may do this (Python's rule for signal handlers). On Windows, Ctrl-C
+    arrives as SIGINT; there is no SIGTERM to send, and Ctrl-Break is not handled.
+    """
+
+    def __init__(self, signums=(signal.SIGINT, signal.SIGTERM)):
+        self.signums = tuple(signums)
+
+    def __enter__(self) -> "StopSignals":
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)  # set_wakeup_fd requires it: a handler never blocks
+        self._old_fd = signal.set_wakeup_fd(self._writer.fileno())
+        # A handler that does nothing: it replaces KeyboardInterrupt and the default SIGTERM
+        # exit, so the program stops in its own order (and the byte still reaches wait()).
+        self._old_handlers = {s: signal.signal(s, self._ignore) for s in self.signums}
+        return self
+
+    @staticmethod
+    def _ignore(signum, frame) -> None:
+        pass
+
+    def wait(self) -> int:
+        """Block until one of the signals arrives; return its number."""
+        while True:
+            for number in self._reader.recv(64):  # each byte is one signal's number
+                if number in self.signums:
+                    return signal.Signals(number)
+
+    def __exit__(self, *exc_info) -> None:
+        signal.set_wakeup_fd(self._old_fd)
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._reader.close()
+        self._writer.close()
 
 
 def _positive(kind):
@@ -76,32 +126,24 @@ def server_main(argv: list[str] | None = None) -> int:
     # Logs go to stderr, so stdout carries only what a script may parse: the first line.
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
-    stop = threading.Event()
-
-    def request_stop(signum, _frame):
-        stop.set()  # a handler does as little as possible: the main thread does the stopping
-
-    for signum in (signal.SIGINT, signal.SIGTERM):  # (Windows has no real SIGTERM: Ctrl-C only)
-        signal.signal(signum, request_stop)
-
     server = GuardedServer(args.host, args.port, max_clients=args.max_clients,
                            message_deadline=args.message_deadline, max_msg=args.max_msg,
                            idle_timeout=args.idle_timeout)
-    try:
-        server.start()
-    except OSError as exc:  # port taken, address not on this machine, ...
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    try:
-        host, port = server.address
-        # flush: stdout is a pipe when a script starts us, and pipes are block-buffered, so
-        # without it the line would sit in our buffer and the script would wait for ever.
-        print(f"listening on {host}:{port}", flush=True)
-        while not stop.wait(0.5):  # a timed wait, so Ctrl-C gets through on every platform
-            pass
-        logging.getLogger("message_server").info("stopping")
-    finally:
-        server.stop()
+    with StopSignals() as signals:  # before start(): a Ctrl-C from now on is caught
+        try:
+            server.start()
+        except OSError as exc:  # port taken, address not on this machine, ...
+            print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            host, port = server.address
+            # flush: stdout is a pipe when a script starts us, and pipes are block-buffered,
+            # so without it the line would sit in our buffer and the script would wait.
+            print(f"listening on {host}:{port}", flush=True)
+            received = signals.wait()
+            logging.getLogger("message_server").info("%s: stopping", received.name)
+        finally:
+            server.stop()
     return 0
 
 
