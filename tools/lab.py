@@ -134,3 +134,251 @@ def check_decoder(make_decoder, trials: int = 200, seed: int = 3) -> str:
         if got != texts:
             return f"trial {trial}: wrong messages: {got!r:.70}"
     return f"all {trials} ways of cutting the stream decoded correctly"
+
+
+# -- lessons 04-06 ---------------------------------------------------------------------------
+# Plumbing around the demos of lessons 04-06: logs from server threads, thread counts, an
+# attack in the background, a GIL stall measured, programs started as a terminal would.
+
+import logging  # noqa: E402  (kept with the section that uses it)
+import os  # noqa: E402
+import queue  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def collect_log(name: str = "lab", fmt: str = "%(levelname)-7s %(message)s"):
+    """Lessons 04-05: a logger whose lines land in a list, and that list.
+
+    Server threads must never print in a notebook (the text would land in whatever cell is
+    running), so they log here and the notebook prints the list. The list also receives
+    ThreadedServer's own lines (drops, crashes). Safe to call again: old handlers go."""
+    lines: list[str] = []
+
+    class ToList(logging.Handler):
+        def emit(self, record):
+            lines.append(self.format(record))
+
+    handler = ToList()
+    handler.setFormatter(logging.Formatter(fmt))
+    for logger_name in (name, "solutions.lesson02_threads"):
+        logger = logging.getLogger(logger_name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logging.getLogger(name), lines
+
+
+def client_threads() -> int:
+    """Client threads alive now (ThreadedServer names each one client-IP:PORT)."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith("client-"))
+
+
+def wait_until(condition, timeout: float = 2.0, step: float = 0.01) -> bool:
+    """Poll `condition()` until it is true or `timeout` s have passed; return its last value."""
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        time.sleep(step)
+    return bool(condition())
+
+
+def wait_for_threads(count: int, timeout: float = 2.0) -> int:
+    """Wait until exactly `count` client threads are alive (or `timeout` s); return the count."""
+    wait_until(lambda: client_threads() == count, timeout)
+    return client_threads()
+
+
+class ThreadStarts:
+    """Lesson 05: count the client threads started inside a `with` block.
+
+    It wraps threading.Thread.start for the duration of the block, so it counts every thread
+    a server starts, including those that end at once."""
+
+    def __init__(self, prefix: str = "client-"):
+        self.prefix, self.count, self._lock = prefix, 0, threading.Lock()
+
+    def __enter__(self):
+        self._original = original = threading.Thread.start
+        counter = self
+
+        def start(thread, *args, **kwargs):
+            if thread.name.startswith(counter.prefix):
+                with counter._lock:
+                    counter.count += 1
+            return original(thread, *args, **kwargs)
+
+        threading.Thread.start = start
+        return self
+
+    def __exit__(self, *exc_info):
+        threading.Thread.start = self._original
+
+
+def ask(address, text: str, timeout: float = 2.0) -> str:
+    """Lesson 05: one request on a fresh connection; the reply, or the error's name."""
+    from solutions.lesson03_framing import encode_frame, recv_msg
+    try:
+        with socket.create_connection(address, timeout=timeout) as sock:
+            sock.sendall(encode_frame(text))
+            return recv_msg(sock)
+    except (OSError, ValueError) as exc:
+        return type(exc).__name__
+
+
+class Attack:
+    """Lesson 05: tools.attack.run_slowloris in a background thread; stop() returns its report."""
+
+    def __init__(self, address, connections: int, interval: float, reconnect: bool = False):
+        from tools.attack import run_slowloris
+        self._stop, ready, self._box = threading.Event(), threading.Event(), {}
+        self._thread = threading.Thread(
+            target=lambda: self._box.update(report=run_slowloris(
+                address, connections, interval, 60.0, reconnect, stop=self._stop, ready=ready)),
+            name="lab-attack", daemon=True)
+        self._thread.start()
+        ready.wait(5.0)  # every attacking connection has been opened
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5.0)
+        return self._box.get("report")
+
+
+def longest_stall(work, tick: float = 0.002) -> tuple[float, float]:
+    """Lesson 04: run `work()` in a worker thread while a ticker thread wakes every `tick` s.
+
+    Returns (seconds the work took, the ticker's longest gap between two wake-ups meanwhile).
+    A gap as long as the work means the worker kept the GIL: no other thread ran at all."""
+    ticks: list[float] = []
+    done = threading.Event()
+    span: list[float] = []
+
+    def ticker():
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(tick)
+
+    def worker():
+        started = time.perf_counter()
+        work()
+        span.extend([started, time.perf_counter()])
+
+    ticking = threading.Thread(target=ticker, name="lab-ticker", daemon=True)
+    ticking.start()
+    time.sleep(0.05)  # the ticker is ticking before the work begins
+    working = threading.Thread(target=worker, name="lab-worker", daemon=True)
+    working.start()
+    working.join()
+    time.sleep(0.05)
+    done.set()
+    ticking.join()
+    began, ended = span
+    inside = [t for t in ticks if began - 0.05 <= t <= ended + 0.05]
+    gap = max(b - a for a, b in zip(inside, inside[1:]))
+    return ended - began, gap
+
+
+# Programs (lesson 06): started with this Python, from the repo root, as a terminal would.
+ENV = dict(os.environ, COLUMNS="100", PYTHONIOENCODING="utf-8",
+           PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+PROGRAMS: list[subprocess.Popen] = []  # every program started here, so stop_all() finds them
+
+
+def python_m(module: str, *args) -> list[str]:
+    """The command line for `python -m module args...` with the notebook's own Python."""
+    return [sys.executable, "-m", module, *map(str, args)]
+
+
+def run(module: str, *args, input: str | None = None, timeout: float = 60.0):
+    """Run a program to the end; the finished subprocess.CompletedProcess (text mode)."""
+    return subprocess.run(python_m(module, *args), input=input, capture_output=True, text=True,
+                          encoding="utf-8", cwd=REPO, env=ENV, timeout=timeout)
+
+
+def show_run(result) -> None:
+    """Print a finished program's stdout and stderr lines, then its exit status."""
+    for line in result.stdout.splitlines():
+        print("stdout |", line)
+    for line in result.stderr.splitlines():
+        print("stderr |", line)
+    print("exit status:", result.returncode)
+
+
+def log_tail(line: str) -> str:
+    """A program's log line without its leading date and time (they change every run)."""
+    return line.split(" ", 2)[-1]
+
+
+def kind(line: str) -> str:
+    """CONNECT, MSG, DROP, REJECT, CLOSE...: the word after the log level."""
+    words = log_tail(line).split()
+    return words[1] if len(words) > 1 else ""
+
+
+def stop_all() -> None:
+    """Stop every program started here that still runs: SIGTERM, then a kill if it hangs."""
+    for proc in PROGRAMS:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class ServerProgram:
+    """Lesson 06: a server program in the background: its first line, address and log.
+
+    The first stdout line is read with a timeout (a program that fails to start raises
+    instead of freezing the notebook); stderr (the log) is read into `log` by a thread."""
+
+    def __init__(self, *flags, module: str = "solutions.message_server", wait: float = 10.0):
+        self.proc = subprocess.Popen(
+            python_m(module, *flags), cwd=REPO, env=ENV, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+        PROGRAMS.append(self.proc)
+        self.log: list[str] = []
+        first: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read_stdout, args=(first,), daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
+        try:
+            self.first_line = first.get(timeout=wait)
+        except queue.Empty:
+            self.first_line = ""
+        if not self.first_line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"no 'listening on' line within {wait} s; log: {self.log}")
+        host, port = self.first_line.split()[-1].rsplit(":", 1)
+        self.address = (host, int(port))
+
+    def _read_stdout(self, first):
+        first.put(self.proc.stdout.readline().rstrip("\n"))
+        for _ in self.proc.stdout:  # keep the pipe drained
+            pass
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            self.log.append(line.rstrip("\n"))
+
+    def wait_for(self, word: str, count: int = 1, since: int = 0, wait: float = 5.0) -> bool:
+        """Wait until `count` log lines from index `since` on contain `word`; True if in time."""
+        return wait_until(lambda: sum(word in line for line in self.log[since:]) >= count, wait)
+
+    def stop(self, sig=signal.SIGTERM, wait: float = 5.0):
+        """Send `sig` (SIGTERM: a polite request to stop); return the exit status. A program
+        that does not stop within `wait` s is killed, and the status says so (-9)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr_reader.join(wait)  # the last log lines are in before we return
+        return self.proc.returncode
