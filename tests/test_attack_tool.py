@@ -3,13 +3,20 @@
 Safety first: a non-loopback target is refused before a single connection is attempted
 (socket.create_connection and socket.socket.connect are replaced by recorders, so a broken
 check would be caught without any packet leaving the machine). Then each attack runs against
-the lesson 05 reference server on 127.0.0.1, port 0, for a fraction of a second.
+the lesson 05 reference server on 127.0.0.1, port 0, for a fraction of a second; the slow HTTP
+attacks run against the stock ThreadingHTTPServer (which they must hold) and a tiny HTTP
+server defined here with a deadline for each stage (which must drop them, on time).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import logging
+import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -21,7 +28,9 @@ import pytest
 from solutions.lesson04_message_server import MessageServer
 from solutions.lesson05_guarded_server import GuardedServer
 from tools import attack
-from tools.attack import Refused, loopback_target, run_flood, run_oversize, run_slowloris
+from tools.attack import (Refused, loopback_target, parse_url, run_flood, run_oversize,
+                          run_slow_body, run_slow_headers, run_slow_http, run_slow_read,
+                          run_slowloris)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(30)
@@ -76,7 +85,8 @@ def run_cli(*args, timeout=20):
 
 
 @pytest.mark.parametrize("host", ["10.0.0.1", "192.168.1.1", "8.8.8.8", "0.0.0.0"])
-@pytest.mark.parametrize("attack_name", ["slowloris", "flood", "oversize"])
+@pytest.mark.parametrize("attack_name", ["slowloris", "flood", "oversize", "slow-headers",
+                                         "slow-body", "slow-read"])
 def test_refuses_non_loopback_address_before_connecting(host, attack_name, no_traffic, capsys):
     status = attack.main([attack_name, "--host", host, "--port", "9000"])
     err = capsys.readouterr().err
@@ -106,7 +116,8 @@ def test_refuses_an_unresolvable_name(monkeypatch, no_traffic):
     assert no_traffic == []
 
 
-@pytest.mark.parametrize("run", [run_slowloris, run_flood, run_oversize])
+@pytest.mark.parametrize("run", [run_slowloris, run_flood, run_oversize, run_slow_headers,
+                                 run_slow_body, run_slow_read])
 def test_api_refuses_non_loopback_too(run, no_traffic):
     with pytest.raises(Refused):
         run(("10.0.0.1", 9000), 1)
@@ -290,7 +301,370 @@ def test_ctrl_c_stops_the_attack_and_still_prints_the_summary(guarded):
     assert "stopped early" in out and "held open to the end:               3" in out, out
 
 
-@pytest.mark.parametrize("argv", [[], ["slowloris"], ["flood"], ["oversize"]])
+@pytest.mark.parametrize("argv", [[], ["slowloris"], ["flood"], ["oversize"], ["slow-headers"],
+                                  ["slow-body"], ["slow-read"]])
 def test_help(argv):
     done = run_cli(*argv, "--help", timeout=10)
     assert done.returncode == 0 and "usage: python -m tools.attack" in done.stdout
+
+
+# --------------------------------------------------------------------------- slow HTTP: safety
+
+@pytest.mark.parametrize("attack_name", ["slow-headers", "slow-body", "slow-read"])
+@pytest.mark.parametrize("url", ["http://10.0.0.1:8080/", "http://8.8.8.8/", "http://[2001:db8::1]:80/",
+                                 "http://0.0.0.0:8080/"])
+def test_slow_http_refuses_a_non_loopback_url(attack_name, url, no_traffic, capsys):
+    assert attack.main([attack_name, "--url", url]) == 2
+    assert "not a loopback address" in capsys.readouterr().err
+    assert no_traffic == []
+
+
+@pytest.mark.parametrize("attack_name", ["slow-headers", "slow-body", "slow-read"])
+def test_slow_http_refuses_a_name_that_resolves_elsewhere(attack_name, monkeypatch, no_traffic,
+                                                          capsys):
+    fake_dns(monkeypatch, {"shop.example": ["127.0.0.1", "203.0.113.7"],
+                           "localhost.evil.example": ["198.51.100.9"]})
+    assert attack.main([attack_name, "--url", "http://shop.example:8080/"]) == 2
+    assert attack.main([attack_name, "--host", "localhost.evil.example", "--port", "80"]) == 2
+    err = capsys.readouterr().err
+    assert "203.0.113.7" in err and "198.51.100.9" in err
+    with pytest.raises(Refused):
+        run_slow_http(attack_name, ("shop.example", 8080), 1)
+    assert no_traffic == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["slow-headers", "--port", "9000", "--connections", "1001"],
+    ["slow-headers", "--port", "9000", "--connections", "0"],
+    ["slow-headers", "--port", "9000", "--duration", "301"],
+    ["slow-headers", "--port", "9000", "--duration", "0"],
+    ["slow-headers", "--port", "9000", "--interval", "0"],
+    ["slow-headers", "--port", "9000", "--rate", "0"],
+    ["slow-headers"],                                   # no target at all
+    ["slow-headers", "--url", "https://127.0.0.1:9000/"],  # TLS is not spoken here
+    ["slow-headers", "--url", "http://127.0.0.1:99999/"],
+    ["slow-body", "--port", "9000", "--body-size", "0"],
+    ["slow-body", "--url", "http://127.0.0.1:9000/echo", "--connections", "5000"],
+    ["slow-read", "--port", "9000", "--read-bytes", "-1"],
+    ["slow-read", "--port", "9000", "--pipeline", "0"],
+    ["slow-read", "--port", "9000", "--rcvbuf", "0"],
+    ["slow-read", "--port", "9000", "--path", "/a b"],
+])
+def test_slow_http_bounds_are_enforced_before_connecting(argv, no_traffic, capsys):
+    assert attack.main(argv) == 2
+    assert "refused" in capsys.readouterr().err
+    assert no_traffic == []
+
+
+def test_slow_http_api_bounds(no_traffic):
+    address = ("127.0.0.1", 9000)
+    for kwargs in ({"connections": 1001}, {"duration": 300.5}, {"interval": 61},
+                   {"path": "no-slash"}, {"rate": 0}, {"drain": 11}):
+        with pytest.raises(Refused):
+            run_slow_headers(address, **kwargs)
+    with pytest.raises(Refused, match="unknown attack"):
+        run_slow_http("slow-everything", address)
+    assert no_traffic == []
+
+
+def test_parse_url():
+    assert parse_url("http://127.0.0.1:8080/a/b?c=d") == ("127.0.0.1", 8080, "/a/b?c=d")
+    assert parse_url("http://localhost") == ("localhost", 80, "/")
+    assert parse_url("http://[::1]:81/x") == ("::1", 81, "/x")
+
+
+# --------------------------------------------------------------------------- slow HTTP: servers
+
+BIG = 8 << 20  # bytes: a reply bigger than the kernel's socket buffers on loopback (a few MiB)
+
+
+class QuietStock(http.server.SimpleHTTPRequestHandler):
+    """The stock handler as lesson 07 starts from it: keep-alive on, no limits of any kind,
+    plus the naive POST a student would write (reads exactly Content-Length bytes)."""
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        reply = b'{"received": %d}' % len(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+class StockServer(http.server.ThreadingHTTPServer):
+    block_on_close = False  # teardown must not wait for threads the attack left behind
+
+    def handle_error(self, request, client_address):
+        pass  # a client that hung up mid-reply is expected here
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    (root / "index.html").write_text("<p>hello</p>\n")
+    (root / "big.bin").write_bytes(b"b" * BIG)
+    return root
+
+
+@pytest.fixture
+def stock(site):
+    server = StockServer(("127.0.0.1", 0), functools.partial(QuietStock, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    yield server.server_address
+    server.shutdown()
+    server.server_close()
+    thread.join(2.0)
+
+
+class TinyHttp:
+    """Just enough of an HTTP server to be attacked: a thread per connection, and each lesson 09
+    defence as an option. A deadline (not a per-recv timeout) for the request head from the
+    first byte, another for the body, a send timeout after which a slow reader is reset (or, with
+    polite=True, simply closed), and a cap answered with 503 on the accept thread."""
+
+    def __init__(self, header_deadline=30.0, body_deadline=30.0, send_timeout=30.0,
+                 max_clients=1000, polite=False, reply_size=BIG):
+        self.header_deadline, self.body_deadline = header_deadline, body_deadline
+        self.send_timeout, self.max_clients, self.polite = send_timeout, max_clients, polite
+        self.reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % reply_size + b"r" * reply_size
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.listener.settimeout(0.05)
+        self.address = self.listener.getsockname()
+        self.active = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with self.lock:
+                full = self.active >= self.max_clients
+                self.active += not full
+            if full:
+                conn.setblocking(False)
+                with contextlib.suppress(OSError):
+                    conn.send(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                              b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                conn.close()
+                continue
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def read_until(self, conn, done, deadline):
+        data = bytearray()
+        while not done(data):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            conn.settimeout(left)
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise ConnectionError
+            data += chunk
+        return bytes(data)
+
+    def handle(self, conn):
+        try:
+            head = self.read_until(conn, lambda d: b"\r\n\r\n" in d,
+                                   time.monotonic() + self.header_deadline)
+            head, _, extra = head.partition(b"\r\n\r\n")
+            if head.startswith(b"POST"):
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                self.read_until(conn, lambda d: len(extra) + len(d) >= length,
+                                time.monotonic() + self.body_deadline)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            else:
+                conn.settimeout(self.send_timeout)
+                try:
+                    conn.sendall(self.reply)  # since 3.5 the timeout bounds the whole sendall
+                except TimeoutError:
+                    if not self.polite:  # SO_LINGER 0: close() resets, freeing the buffers
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+            time.sleep(0.05)
+        except TimeoutError:
+            with contextlib.suppress(OSError):
+                conn.sendall(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            with self.lock:
+                self.active -= 1
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join(2.0)
+        self.listener.close()
+
+
+@pytest.fixture
+def tiny():
+    servers = []
+
+    def start(**options):
+        servers.append(TinyHttp(**options))
+        return servers[-1].address
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def check_dropped_on_time(report, deadline, status=None):
+    """Every connection dropped, each no earlier than 0.9x the deadline and no later than 1.7x
+    (plus one attack interval, our own clock's grain): a deadline twice too long would fail."""
+    assert report.held == 0 and report.rejected == 0, report.summary()
+    assert report.dropped == report.connections, report.summary()
+    for ending in report.endings:
+        assert deadline * 0.9 <= ending.lifetime <= deadline * 1.7 + report.interval, report.summary()
+        if status is not None:
+            assert ending.status == status, report.summary()
+
+
+# --------------------------------------------------------------------------- slow HTTP: attacks
+
+def test_slow_headers_holds_the_stock_server(stock):
+    report = run_slow_headers(stock, connections=5, interval=0.05, duration=0.8)
+    assert (report.opened, report.held, report.rejected, report.dropped) == (5, 5, 0, 0), \
+        report.summary()
+    assert not report.replies  # the stock server is still waiting for the end of the headers
+    assert report.bytes_sent > 5 * 10
+
+
+def test_slow_headers_is_dropped_by_a_header_deadline(tiny):
+    report = run_slow_headers(tiny(header_deadline=0.4), connections=5, interval=0.05,
+                              duration=1.5)
+    check_dropped_on_time(report, 0.4, status=408)
+    assert report.replies == {408: 5}
+    assert "dropped by the server:              5" in report.summary()
+    assert "408 x5" in report.summary()
+
+
+def test_slow_body_holds_the_stock_server(stock):
+    report = run_slow_body(stock, connections=5, interval=0.05, duration=0.8)
+    assert (report.opened, report.held, report.dropped) == (5, 5, 0), report.summary()
+    assert not report.replies
+    head = len(b"POST /echo HTTP/1.1\r\n")
+    assert report.bytes_sent >= 5 * (head + 10), "the body was not trickled"
+
+
+def test_slow_body_is_dropped_by_a_body_deadline_not_the_header_one(tiny):
+    # The headers arrive at once; only the body is slow. A 30 s header deadline does not help.
+    report = run_slow_body(tiny(body_deadline=0.4), connections=5, interval=0.05, duration=1.5)
+    check_dropped_on_time(report, 0.4, status=408)
+
+
+def test_slow_body_that_completes_is_answered_and_goes_on(stock):
+    # A 10-byte body is done in 0.2 s; the stock server answers and keeps the connection alive,
+    # so the attack starts another request on it.
+    report = run_slow_body(stock, connections=2, interval=0.02, duration=0.9, body_size=10)
+    assert report.replies[200] >= 4 and report.held == 2, report.summary()
+
+
+def test_slow_read_holds_the_stock_server(stock):
+    report = run_slow_read(stock, connections=3, interval=0.05, duration=0.8, path="/big.bin",
+                           drain=0.3)
+    assert (report.opened, report.held, report.dropped) == (3, 3, 0), report.summary()
+    assert report.replies == {200: 3}
+    assert report.notes == []  # 8 MiB is well over the socket buffers
+
+
+def test_slow_read_is_reset_by_a_send_timeout(tiny):
+    # The reset is seen within one attack interval of the server's send timeout.
+    report = run_slow_read(tiny(send_timeout=0.4), connections=3, interval=0.05, duration=1.5,
+                           drain=0.3)
+    check_dropped_on_time(report, 0.4)
+    assert all(e.how == "reset" for e in report.endings), report.summary()
+
+
+def test_slow_read_notices_a_polite_close_at_the_end(tiny):
+    # A server that closes without a reset leaves the rest of the reply queued behind our tiny
+    # window: only reading it quickly at the end shows that the reply was cut short.
+    report = run_slow_read(tiny(send_timeout=0.3, polite=True), connections=2, interval=0.05,
+                           duration=0.8, drain=2.0)
+    assert report.held == 0 and report.dropped == 2, report.summary()
+    assert all(e.how == "cut short" for e in report.endings)
+    assert "found cut short at the end" in report.summary()
+
+
+def test_slow_read_reading_nothing_is_held_too(stock):
+    report = run_slow_read(stock, connections=2, interval=0.05, duration=0.5, path="/big.bin",
+                           read_bytes=0, drain=0.2)
+    assert report.held == 2, report.summary()
+
+
+def test_slow_read_of_a_small_file_says_it_proves_little(stock):
+    report = run_slow_read(stock, connections=1, interval=0.05, duration=0.3,
+                           path="/index.html", drain=0.2)
+    assert report.replies == {200: 1}
+    assert "may fit in the kernel's socket buffers" in report.summary()
+
+
+@pytest.mark.parametrize("run", [run_slow_headers, run_slow_body])
+def test_slow_http_over_the_cap_is_refused_with_503(run, tiny):
+    report = run(tiny(max_clients=2), connections=5, interval=0.05, duration=0.8)
+    assert (report.held, report.rejected, report.dropped) == (2, 3, 0), report.summary()
+    assert report.replies == {503: 3}
+    assert "refused (503 over the cap):         3" in report.summary()
+
+
+def test_slow_http_reconnects_only_when_asked(tiny):
+    address = tiny(header_deadline=0.2)
+    once = run_slow_headers(address, connections=2, interval=0.05, duration=0.7)
+    again = run_slow_headers(address, connections=2, interval=0.05, duration=0.7, reconnect=True)
+    assert once.opened == 2 and once.dropped == 2, once.summary()
+    assert again.opened > 2 and again.dropped >= 2, again.summary()
+    assert "reconnecting" in again.summary()
+
+
+def test_slow_http_nothing_listening_is_counted_as_failed():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    report = run_slow_headers(("127.0.0.1", port), connections=3, interval=0.05, duration=0.5)
+    assert report.opened == 0 and report.failed == 3 and report.held == 0, report.summary()
+
+
+@pytest.mark.parametrize("run", [run_slow_headers, run_slow_read])
+def test_slow_http_stops_on_the_event_from_a_background_thread(run, stock):
+    stop, ready, box = threading.Event(), threading.Event(), {}
+    worker = threading.Thread(target=lambda: box.update(report=run(
+        stock, 3, 0.05, 60.0, stop=stop, ready=ready, path="/big.bin", drain=0.2)), daemon=True)
+    worker.start()
+    assert ready.wait(5.0)
+    time.sleep(0.2)
+    stop.set()
+    worker.join(2.0)
+    assert not worker.is_alive(), "the attack did not stop within 2 s of the stop event"
+    report = box["report"]
+    assert report.stopped and report.held == 3, report.summary()
+    assert "stopped early" in report.summary()
+
+
+def test_cli_slow_headers_against_a_deadline(tiny):
+    address = tiny(header_deadline=0.3)
+    done = run_cli("slow-headers", "--url", f"http://127.0.0.1:{address[1]}/", "--connections",
+                   "4", "--interval", "0.05", "--duration", "1.2")
+    assert done.returncode == 0, done.stderr
+    assert "dropped by the server:              4" in done.stdout, done.stdout
+    assert "408 x4" in done.stdout, done.stdout
+
+
+def test_cli_slow_read_against_the_stock_server(stock):
+    done = run_cli("slow-read", "--port", str(stock[1]), "--path", "/big.bin", "--connections",
+                   "2", "--interval", "0.05", "--duration", "0.6")
+    assert done.returncode == 0, done.stderr
+    assert "held open to the end:               2" in done.stdout, done.stdout
