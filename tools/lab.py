@@ -80,7 +80,7 @@ def second_client_wait(address, hold: float = 1.0) -> tuple[float, bytes]:
 
 
 class Spy:
-    """Lesson 03: wraps a socket and records every recv() (size asked, bytes returned).
+    """Lesson 03: wraps a socket and records every recv()/recv_into() (size asked, bytes got).
 
     A safety net refuses any single recv() over 64 MiB, so a reader that trusts a forged
     length cannot make the notebook reserve gigabytes."""
@@ -97,6 +97,13 @@ class Spy:
         data = self.sock.recv(n)
         self.got += len(data)
         return data
+
+    def recv_into(self, buffer, nbytes=0):
+        n = nbytes or len(buffer)
+        self.asked.append(n)
+        got = self.sock.recv_into(buffer, n)
+        self.got += got
+        return got
 
 
 def trickle(sock: socket.socket, data: bytes, pause: float = 0.005) -> threading.Thread:
