@@ -38,7 +38,8 @@ class Task:
     id: str
     title: str
     section: str
-    hint: str
+    hint: str  # the first hint: names the idea and the notebook section, no code
+    hint2: str  # the second hint: close to code
     lesson: "Lesson" = field(repr=False, compare=False)
 
 
@@ -64,7 +65,13 @@ def load_manifest(path: Path = MANIFEST) -> Manifest:
     for entry in data["lesson"]:
         lesson = Lesson(entry["number"], entry["title"], entry["notebook"], entry["module"])
         for t in entry["task"]:
-            task = Task(t["id"], t["title"], t["section"], t["hint"].strip(), lesson)
+            missing = [key for key in ("id", "title", "section", "hint", "hint2")
+                       if not str(t.get(key, "")).strip()]
+            if missing:  # every task gets both hints: a first nudge, then one close to code
+                raise ValueError(f"{path.name}: task {t.get('id', '?')} of lesson "
+                                 f"{lesson.number} has no {', '.join(missing)}")
+            task = Task(t["id"], t["title"], t["section"], t["hint"].strip(),
+                        t["hint2"].strip(), lesson)
             lesson.tasks.append(task)
             tasks[task.id] = task
         lessons.append(lesson)
@@ -90,12 +97,17 @@ class Transcript:
     def step(self, text: str) -> None:
         self.steps.append(text)
 
-    def fail(self, expected: str, got: str):
+    def told(self, expected: str, got: str) -> str:
+        """The story so far, ending with what was expected and what happened instead."""
         lines = ["What the grader did:"]
         lines += [f"  {i}. {s}" for i, s in enumerate(self.steps, 1)] or ["  (nothing yet)"]
+        got = got.replace("\n", "\n          ")  # a second line of "Got:" stays indented
         lines += [f"Expected: {expected}", f"Got:      {got}"]
+        return "\n".join(lines)
+
+    def fail(self, expected: str, got: str):
         # `from None`: the socket error that led here is already in "Got:", shown once.
-        raise pytest.fail.Exception("\n".join(lines), pytrace=False) from None
+        raise pytest.fail.Exception(self.told(expected, got), pytrace=False) from None
 
     def check(self, ok: bool, expected: str, got: str) -> None:
         if not ok:
@@ -171,10 +183,16 @@ def is_closed(sock: socket.socket, wait: float = WAIT) -> str:
     return how if not data else f"{how} after sending {short(data)}"
 
 
+class NeverReturned(TimeoutError):
+    """A call the grader made in a thread was still running when the grader stopped waiting."""
+
+
 def run_in_thread(target, *args, name: str = "grader-helper"):
     """Run target(*args) in a daemon thread; returns a handle whose .result(timeout) gives the
-    return value, re-raises its exception, or raises TimeoutError if it is still running."""
+    return value, re-raises its exception, or raises NeverReturned if it is still running."""
     box: dict = {}
+    called = getattr(target, "__qualname__", "")
+    called = f"{called}()" if called and "<" not in called else "the call"
 
     def runner():
         try:
@@ -197,7 +215,7 @@ def run_in_thread(target, *args, name: str = "grader-helper"):
         def result(timeout: float = WAIT):
             thread.join(timeout)
             if thread.is_alive():
-                raise TimeoutError(f"still running after {timeout} s")
+                raise NeverReturned(f"{called} never returned within {timeout} s")
             if "error" in box:
                 raise box["error"]
             return box["value"]
@@ -210,6 +228,8 @@ def run_in_thread(target, *args, name: str = "grader-helper"):
                 return cls.result(timeout)
             except NotImplementedError:
                 raise
+            except NeverReturned as exc:
+                story.fail(expected, str(exc))  # "recv_msg() never returned within 2.0 s"
             except Exception as exc:
                 story.fail(expected, describe(exc))
 
@@ -219,20 +239,23 @@ def run_in_thread(target, *args, name: str = "grader-helper"):
 # --------------------------------------------------------------------------- servers
 
 
-def new_threads_after(before: set, grace: float = 1.5) -> list[threading.Thread]:
-    """Threads started since `before` that are still alive after up to `grace` seconds."""
+def new_threads_after(before: set, grace: float = 0.0) -> list[threading.Thread]:
+    """Threads started since `before` (grader helpers, named 'grader-...', left out) that are
+    still alive after up to `grace` seconds."""
     deadline = time.monotonic() + grace
     while True:
-        alive = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not alive or time.monotonic() > deadline:
+        alive = [t for t in threading.enumerate()
+                 if t not in before and t.is_alive() and not t.name.startswith("grader-")]
+        if not alive or time.monotonic() >= deadline:
             return alive
-        time.sleep(0.02)
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
 def running(server, story: Transcript):
     """start() a server object, yield its address, and stop() it afterwards. The test fails if
-    start() or stop() raises, if stop() hangs, or if the server leaves threads running."""
+    start() or stop() raises or hangs, if a thread the server runs is not a daemon (it would
+    keep Python from exiting), or if any of its threads is still alive when stop() returns."""
     before = set(threading.enumerate())
     try:
         server.start()
@@ -247,6 +270,7 @@ def running(server, story: Transcript):
         yield address
         body_ok = True
     finally:
+        serving_threads = new_threads_after(before)  # seen just before stop(): clients too
         stopping = run_in_thread(server.stop, name="grader-stop")
         try:
             stopping.result(timeout=3.0)
@@ -257,37 +281,72 @@ def running(server, story: Transcript):
             if body_ok:
                 story.step("called stop()")
                 story.fail("stop() to return within 3 s", describe(exc))
+    # Checked at once: "gone when stop() returns" means stop() joined them, not that they
+    # happen to end a moment later.
+    leftover = new_threads_after(before)
     story.step("called stop()")
-    leftover = [t for t in new_threads_after(before) if not t.name.startswith("grader-")]
-    story.check(not leftover, "stop() to end every thread the server started",
-                f"{len(leftover)} still running: {', '.join(t.name for t in leftover)}")
+    not_daemon = [t.name for t in serving_threads if not t.daemon]
+    story.check(not not_daemon, "every thread the server starts to be a daemon thread "
+                "(daemon=True), so a stuck client can never keep Python from exiting",
+                f"not daemon: {', '.join(not_daemon)}")
+    if leftover:
+        late = new_threads_after(before, grace=1.0)
+        story.fail("stop() to end every thread the server started before it returns (join them)",
+                   f"{len(leftover)} still running when stop() returned: "
+                   f"{', '.join(t.name for t in leftover)}"
+                   + ("; they ended within a second after: stop() does not wait for them"
+                      if not late else ""))
 
 
 BOOM = "boom (raised on purpose by the grader's reply_to)"
 
 
-def make_server(cls, story, boom=False, **kwargs):
+def make_server(cls, story, boom=False, sndbuf=None, **kwargs):
     """Your server class, wrapped so that the grader hears about a NotImplementedError (or
     any other exception) raised in the server's own threads, where a test cannot see it.
 
     boom=True also plants a bug: reply_to raises RuntimeError for the message "boom", to test
-    that the server survives a handler that crashes (that planted error is not narrated)."""
+    that the server survives a handler that crashes (that planted error is not narrated).
+    sndbuf=N gives each client connection an N-byte send buffer (SO_SNDBUF), as on a busy
+    host: a client that reads slowly then fills it after a few replies (back-pressure)."""
 
     class Graded(cls):
         poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
         not_implemented = None
 
+        def _stub(self, exc):
+            self.not_implemented = exc  # reported by serving(); not worth a traceback
+
         def process(self, conn, addr):
+            if sndbuf is not None:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
             try:
                 super().process(conn, addr)
             except NotImplementedError as exc:
-                self.not_implemented = exc  # reported by serving(); not worth a traceback
+                self._stub(exc)
             except OSError:
                 raise  # timeouts, resets, closed connections: the normal ways out
             except Exception as exc:
                 if BOOM not in str(exc):
                     story.step(f"(meanwhile, your server's handler raised {describe(exc)})")
                 raise
+
+        # The server's admit()/release() hooks (lesson 02) run on the server's own threads
+        # too: a stub's NotImplementedError there is reported the same way.
+        if hasattr(cls, "admit"):
+            def admit(self, conn, addr):
+                try:
+                    return super().admit(conn, addr)
+                except NotImplementedError as exc:
+                    self._stub(exc)
+                    return False
+
+        if hasattr(cls, "release"):
+            def release(self, conn, addr):
+                try:
+                    return super().release(conn, addr)
+                except NotImplementedError as exc:
+                    self._stub(exc)
 
         def reply_to(self, text):
             if boom and text == "boom":
@@ -433,13 +492,61 @@ def trickling(sock: socket.socket, story: Transcript, data: bytes, interval: flo
         stop.set()
 
 
-def expect_dropped(client: socket.socket, story: Transcript, why: str, wait: float = WAIT) -> None:
-    """The server must hang up on `client` within `wait` seconds, for the reason `why`."""
+# A defence due after D seconds must act between EARLY*D and LATE*D: a deadline twice too
+# long fails, yet a machine three times slower than usual (a late wake-up) still passes.
+EARLY, LATE = 0.9, 1.7
+
+
+def check_on_time(story: Transcript, what: str, elapsed: float, clock: float) -> None:
+    """`what` happened `elapsed` s after its clock started; it was due after `clock` s."""
+    story.check(EARLY * clock <= elapsed <= LATE * clock,
+                f"{what} after about {clock} s (between {EARLY * clock:.2f} and "
+                f"{LATE * clock:.2f} s, counted from the right moment)",
+                f"after {elapsed:.2f} s")
+
+
+def expect_dropped(client: socket.socket, story: Transcript, why: str, wait: float = WAIT,
+                   clock: float | None = None, since: float | None = None) -> None:
+    """The server must hang up on `client` within `wait` seconds, for the reason `why`.
+
+    With clock=D and since=T (a time.monotonic() value): the hang-up must come D seconds
+    after T, within check_on_time's bounds (and the wait stops soon after the late bound)."""
     started = time.monotonic()
+    if clock is not None:
+        since = started if since is None else since
+        wait = max(0.1, since + LATE * clock + 0.3 - started)
     how = is_closed(client, wait=wait)
-    story.check(how in ("closed", "reset"), f"the server to hang up within {wait} s ({why})",
-                f"still open after {wait} s" if how == "timeout" else how)
-    story.step(f"the server hung up after {time.monotonic() - started:.2f} s")
+    story.check(how in ("closed", "reset"), f"the server to hang up within {wait:.1f} s ({why})",
+                f"still open after {wait:.1f} s" if how == "timeout" else how)
+    ended = time.monotonic()
+    if clock is None:
+        story.step(f"the server hung up after {ended - started:.2f} s")
+        return
+    story.step(f"the server hung up {ended - since:.2f} s after the clock started ({why})")
+    check_on_time(story, f"the hang-up ({why})", ended - since, clock)
+
+
+def reset(sock: socket.socket, story: Transcript, what: str = "") -> None:
+    """Close with SO_LINGER 0: the kernel sends RST instead of FIN, an abrupt reset."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    story.step(f"the client reset the connection{' ' + what if what else ''} "
+               "(SO_LINGER 0, then close: an RST, not a goodbye)")
+
+
+def slow_reader(address, story: Transcript, rcvbuf: int = 4096) -> socket.socket:
+    """A client with a tiny receive buffer: once it stops reading, the server's sends block
+    (or come up short) after a few KiB. SO_RCVBUF must be set before connect()."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(WAIT)
+    story.step(f"connected a client with a {rcvbuf}-byte receive buffer (SO_RCVBUF)")
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        story.fail("the connection to be accepted", describe(exc))
+    return sock
 
 
 def check_is_now(story: Transcript, text: str) -> None:
