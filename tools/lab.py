@@ -389,3 +389,140 @@ class ServerProgram:
                 self.proc.wait()
         self._stderr_reader.join(wait)  # the last log lines are in before we return
         return self.proc.returncode
+
+
+# -- lessons 07-09 ---------------------------------------------------------------------------
+# HTTP plumbing for lessons 07-09: a stock http.server in a background thread, raw requests
+# over a socket, replies printed without the parts that change every run.
+
+import contextlib  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+
+
+@contextlib.contextmanager
+def http_running(server):
+    """Lesson 07: serve an http.server (socketserver) instance in a daemon thread for the
+    `with` block; then shutdown() and server_close(), so the port is free again."""
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="lab-http-serve", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(2.0)
+
+
+def read_reply(source, no_body: bool = False) -> bytes:
+    """Lessons 07-09: one whole HTTP response, head and body, from a socket or from a file made
+    by sock.makefile("rb") (use one file per connection: it keeps what follows the reply).
+    The body is Content-Length bytes, none if `no_body` (the answer to HEAD), or everything
+    up to the close if there is no length. b"" if the server had closed."""
+    file = source.makefile("rb") if isinstance(source, socket.socket) else source
+    head = bytearray()
+    while True:
+        line = file.readline(65537)
+        if not line:
+            return bytes(head)
+        head += line
+        if line in (b"\r\n", b"\n"):
+            break
+    match = re.search(rb"\r\ncontent-length:[ \t]*(\d+)", bytes(head), re.IGNORECASE)
+    if no_body:
+        return bytes(head)
+    return bytes(head) + (file.read() if match is None else file.read(int(match.group(1))))
+
+
+def exchange(address, *requests: bytes, timeout: float = 2.0) -> list[bytes]:
+    """Lessons 07-09: send each raw request on ONE connection and read one reply after each;
+    return the replies. b"" means the server had closed; an error is returned as its name,
+    e.g. b"<TimeoutError>". A request b"" sends nothing and reads the next reply (pipelining)."""
+    replies = []
+    with socket.create_connection(address, timeout=timeout) as sock:
+        file = sock.makefile("rb")
+        for raw in requests:
+            try:
+                sock.sendall(raw)
+                replies.append(read_reply(file, no_body=raw.startswith(b"HEAD ")))
+            except (ConnectionError, TimeoutError) as exc:
+                replies.append(f"<{type(exc).__name__}>".encode())
+                break
+        file.close()
+    return replies
+
+
+def status(reply: bytes) -> str:
+    """'200 OK' from b'HTTP/1.1 200 OK\\r\\n...' (or the whole text, if it is no reply)."""
+    line = reply.split(b"\r\n", 1)[0].decode("latin-1")
+    return line.split(" ", 1)[1] if line.startswith("HTTP/") else line or "(closed)"
+
+
+def header(reply: bytes, name: str) -> str | None:
+    """The first value of header `name` in a raw reply, or None."""
+    head = reply.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    for line in head.split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def body(reply: bytes) -> bytes:
+    return reply.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in reply else b""
+
+
+def show(message: bytes, limit: int = 400) -> None:
+    """Print a raw request or reply: one head line per row with its CRLF made visible, then
+    the body as escaped text. The Date value and this Python's version (they change from run
+    to run and machine to machine) are replaced by placeholders."""
+    text = message.decode("latin-1")
+    text = re.sub(r"(?im)^(date:)[^\r\n]*", r"\1 <date>", text)
+    text = text.replace(platform.python_version(), "<version>")
+    head, blank, rest = text.partition("\r\n\r\n")
+    for line in head.split("\r\n"):
+        print(repr(line)[1:-1] + "\\r\\n")
+    if blank:
+        print("\\r\\n")
+    if rest:
+        print(repr(rest[:limit])[1:-1] + (f"... ({len(rest) - limit} more)" if len(rest) > limit else ""))
+
+
+def http_threads() -> int:
+    """Lessons 07, 09: the threads socketserver.ThreadingMixIn has started for clients and
+    that still run (Python 3.10+ names them 'Thread-N (process_request_thread)')."""
+    return sum(1 for t in threading.enumerate() if "process_request_thread" in t.name)
+
+
+def trickle_bytes(address, data: bytes, interval: float, seconds: float):
+    """Lessons 07, 09: send `data` one byte every `interval` s (never all of it if `seconds`
+    runs out first), watching for a hang-up between bytes.
+    Returns (still connected at the end, seconds connected)."""
+    with socket.create_connection(address, timeout=2.0) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.monotonic()
+        for i in range(len(data)):
+            if time.monotonic() - started >= seconds:
+                break
+            try:
+                sock.sendall(data[i:i + 1])
+                if _gave_up(sock, within=interval):
+                    return False, time.monotonic() - started
+            except OSError:
+                return False, time.monotonic() - started
+        return True, time.monotonic() - started
+
+
+def _gave_up(sock: socket.socket, within: float) -> bool:
+    """Wait up to `within` s. True if the server closed, reset, or answered (here an answer,
+    e.g. 408, means it stopped waiting for the rest of the request)."""
+    sock.settimeout(within)
+    try:
+        sock.recv(65536)
+        return True
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
