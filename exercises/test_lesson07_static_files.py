@@ -50,6 +50,7 @@ def site(tmp_path):
     os.symlink(tmp_path / "secret.txt", root / "link.txt")
     os.symlink(tmp_path / "outside", root / "linkdir")
     os.symlink(tmp_path / "secret.txt", root / "evil" / "index.html")
+    os.symlink(tmp_path / "site-private", root / "sibling")  # its name starts like the root's
     os.symlink(root / "hello.txt", root / "alias.txt")  # a symlink that stays inside
     return root
 
@@ -89,6 +90,7 @@ def traversal_urls(site: Path):
         "symlink-file": "/link.txt",
         "symlink-dir": "/linkdir/secret.txt",
         "symlink-index": "/evil/",
+        "symlink-to-sibling": "/sibling/secret.txt",
         "hidden-file": "/.env",
     }
 
