@@ -4,7 +4,8 @@
     pytest exercises --against solutions    grade the reference with the same graders
     pytest exercises --against DIR          grade any folder holding the same module names
     pytest exercises -k lesson03            grade one lesson
-    pytest exercises --hints                show the hint of every unfinished task
+    pytest exercises --hints                the first hint of every unfinished task
+    pytest exercises --hints=2              both hints (the second is close to code)
 
 Everything here uses pytest's own hooks; the graders themselves live in test_lessonNN_*.py.
 """
@@ -15,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # so graders can `import graderkit`
 
-from graderkit import ListHandler, Transcript, load_manifest  # noqa: E402
+from graderkit import ListHandler, NeverReturned, Transcript, describe, load_manifest  # noqa: E402
 
 # Each grader gets this many seconds before pytest-timeout fails it. Graders use timeouts of
 # fractions of a second, so 10 s only ever trips on a server that hangs.
@@ -39,8 +41,9 @@ def pytest_addoption(parser):
         "'solutions' grades the reference)",
     )
     group.addoption(
-        "--hints", action="store_true", help="print the hint of every unfinished task"
-    )
+        "--hints", nargs="?", const=1, default=0, type=int, choices=(0, 1, 2), metavar="N",
+        help="print the hints of every unfinished task: --hints the first (the idea, and "
+        "where the notebook explains it), --hints=2 the second too (close to code)")
     group.addoption(
         "--grader-timeout", type=float, default=GRADER_TIMEOUT_S, metavar="S",
         help=f"seconds before a hung grader is failed (default {GRADER_TIMEOUT_S})"
@@ -131,14 +134,71 @@ def is_stub_failure(item, call) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(item, call):
-    """A stub's NotImplementedError becomes one readable line. Building the report here also
-    skips pytest's traceback formatting, which would cost more than the test itself."""
-    if not is_stub_failure(item, call):
-        return None  # pytest builds the report as usual
+    """A stub's NotImplementedError becomes one readable line, and an exception the grader did
+    not expect becomes the end of the grader's story (see narrate). Building the report here
+    also skips pytest's traceback formatting, which would cost more than the test itself."""
+    if is_stub_failure(item, call):
+        text = f"Not implemented yet: {call.excinfo.value}"
+    else:
+        text = narrate(item, call)
+        if text is None:
+            return None  # pytest builds the report as usual
+    sections = [(f"Captured {key} {when}", content)
+                for when, key, content in item._report_sections]
     return pytest.TestReport(
         item.nodeid, item.location, {name: 1 for name in item.keywords}, "failed",
-        f"Not implemented yet: {call.excinfo.value}", call.when, duration=call.duration,
+        text, call.when, sections=sections, duration=call.duration,
         start=call.start, stop=call.stop, user_properties=item.user_properties)
+
+
+# What a socket error means when the GRADER's own call raised it: the other side is yours.
+MEANING = {
+    BrokenPipeError: "your side had already closed the connection",
+    ConnectionResetError: "your side reset (or closed) the connection",
+    ConnectionAbortedError: "your side aborted the connection",
+    ConnectionRefusedError: "nothing was listening there",
+    TimeoutError: "your side sent nothing in time",
+}
+GRADER_FILES = {"conftest.py", "graderkit.py", "peers.py", "httpkit.py"}
+
+
+def is_grader_file(path: Path) -> bool:
+    return path.parent == HERE and (path.name.startswith("test_") or path.name in GRADER_FILES)
+
+
+def narrate(item, call) -> str | None:
+    """An exception a grader did not catch, told as the end of its story, not as a traceback
+    of grader internals: a student's exception that escaped from a call the grader made
+    ("Got: MessageTooLarge: ..., raised in your recv_msg()"), or one a grader helper raised
+    because of what the student's code did ("Got: BrokenPipeError ... your side had already
+    closed the connection"). Only for graders that tell a story (the `story` fixture), and
+    never for pytest's own outcomes (story.fail, timeouts) or a grader's plain assert."""
+    story = getattr(item, "funcargs", {}).get("story")
+    if call.excinfo is None or call.when == "teardown" or not isinstance(story, Transcript):
+        return None
+    exc = call.excinfo.value
+    if not isinstance(exc, Exception) or not item.path.is_relative_to(HERE):
+        return None  # pytest.fail / skip / pytest-timeout are BaseExceptions: told already
+    frames = traceback.extract_tb(call.excinfo.tb)
+    graded = graded_dir(item.config)
+    yours = [f for f in frames if Path(f.filename).parent == graded
+             and not is_grader_file(Path(f.filename))]
+    if isinstance(exc, AssertionError) and not yours:
+        return None  # a grader's own assert: pytest's assertion report is the story
+    if isinstance(exc, NeverReturned):
+        got, where = str(exc), ""
+    elif yours:
+        f = yours[-1]
+        got, where = describe(exc), (f"raised in your code: {Path(f.filename).name}, line "
+                                     f"{f.lineno}, in {f.name}()")
+    else:
+        f = ([f for f in frames if is_grader_file(Path(f.filename))] or frames)[-1]
+        meaning = next((text for kind, text in MEANING.items() if isinstance(exc, kind)),
+                       "the grader did not expect this")
+        got, where = describe(exc), (f"in the grader's {f.name}() ({Path(f.filename).name}, "
+                                     f"line {f.lineno}): {meaning}")
+    expected = "the grader's next step to go through without an exception"
+    return story.told(expected, got + (f"\n({where})" if where else ""))
 
 
 class Guide:
@@ -158,7 +218,8 @@ class Guide:
             return
         report.longrepr = (f"{report.longrepr}\n\n"
                            f"Read: {task.lesson.notebook}, section \"{task.section}\".\n"
-                           f"Hint: pytest exercises --hints   (or exercises/tasks.toml, "
+                           f"Hint: pytest exercises -k lesson{task.lesson.number} --hints   "
+                           f"(--hints=2 for a second, closer to code; or exercises/tasks.toml, "
                            f"task {task.id})")
 
 
@@ -185,6 +246,8 @@ class Scoreboard:
         for task, passed in self.outcome_by_test.values():
             by_task.setdefault(task, []).append(passed)
         write = terminalreporter.write_line
+        hints = self.config.getoption("hints")
+        width = max(len(lesson.title) for lesson in self.manifest.lessons)
         terminalreporter.section(f"course scoreboard (graded: {graded_dir(self.config)})")
         for lesson in self.manifest.lessons:
             graded_tasks = [t for t in lesson.tasks if t.id in by_task]
@@ -193,16 +256,19 @@ class Scoreboard:
             done = [t for t in graded_tasks if all(by_task[t.id])]
             todo = [t for t in graded_tasks if t not in done]
             mark = "done" if not todo else "    "
-            write(f"lesson {lesson.number}  {lesson.title:<40} {len(done)}/{len(graded_tasks)} "
+            write(f"lesson {lesson.number}  {lesson.title:<{width}} {len(done)}/{len(graded_tasks)} "
                   f"tasks  {mark}")
-            for task in todo[: None if self.config.getoption("hints") else 1]:
+            for task in todo[: None if hints else 1]:
                 write(f"    next: {task.id}  {task.title}")
                 write(f"    read: {lesson.notebook}, section \"{task.section}\"")
                 write(f"    run:  pytest exercises -k lesson{lesson.number}")
                 for line in task.hint.splitlines():
                     write(f"    hint: {line}")
-        if not self.config.getoption("hints"):
-            write("(pytest exercises --hints shows the hint of every unfinished task)")
+                for line in task.hint2.splitlines() if hints >= 2 else ():
+                    write(f"    hint 2: {line}")
+        if hints < 2:
+            write("(pytest exercises --hints: the first hint of every unfinished task; "
+                  "--hints=2: the second too, close to code)")
 
 
 def pytest_unconfigure(config):

@@ -2,17 +2,25 @@
 
 The instructor suite never trusts a grader's own word: it runs `pytest exercises --against DIR`
 exactly as a student or CI would, and reads the JUnit XML report, test by test.
+
+Every grading run is one lesson (`-k lessonNN`) with its own time bound, and runs are started
+ahead of the tests that read them, a few at a time (see Jobs): a slow machine makes the suite
+slower, never red, and a run that truly hangs fails only the test that reads it, by name.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,8 +32,23 @@ from graderkit import load_manifest, tomllib  # noqa: E402  (one manifest reader
 
 MANIFEST = load_manifest()
 
-# A whole grading run is bounded too: if the harness itself hung, the suite fails instead.
-RUN_TIMEOUT_S = 300
+# The bound on ONE lesson's grading run. The slowest lesson takes about 5 s idle (measured
+# 2026-11); a machine three times slower, shared with the other runs going on in parallel
+# (PARALLEL_RUNS on 2 cores), makes that about 30 s; a planted mistake that hangs a grader
+# costs one grader timeout (10 s) before `-x` stops its run. 120 s leaves room for Part B's
+# slower HTTP lessons and still catches a run that will never end.
+LESSON_RUN_TIMEOUT_S = 120
+# What a test that waits for one run may add on top: copying the reference, reading the
+# report, a loaded machine's scheduling. Tests that read a run get pytest-timeout marks of
+# LESSON_RUN_TIMEOUT_S + SLACK_S, so the run's own bound (with its clear message) fires first.
+SLACK_S = 30
+# Grading runs mostly wait on sockets and timeouts, not the CPU, so several share 2 cores.
+PARALLEL_RUNS = 4
+
+# Runs compile the graders' assertion rewrites once into a shared cache instead of once per
+# run (PYTHONDONTWRITEBYTECODE would make every run rewrite every plugin module: ~1 s CPU).
+PYCACHE = Path(tempfile.mkdtemp(prefix="course-pycache-"))
+atexit.register(shutil.rmtree, PYCACHE, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -46,26 +69,69 @@ class GradingRun:
     outcomes: list[Outcome]
     returncode: int
     output: str
+    command: str = ""
+    seconds: float = 0.0
+    timed_out: bool = False
+    note: str = ""  # anything the reader of a failure should know about what was graded
+    bound: float = field(default=LESSON_RUN_TIMEOUT_S)
 
     def by_status(self, status: str) -> list[Outcome]:
         return [o for o in self.outcomes if o.status == status]
 
+    def tail(self, chars: int = 3000) -> str:
+        """The end of the run's output, for an assertion message."""
+        return self.output[-chars:]
 
-def run_graders(against: Path, *extra: str, timeout: float = RUN_TIMEOUT_S) -> GradingRun:
-    """`pytest exercises --against <against> *extra` in a subprocess, parsed test by test."""
+    def check_finished(self) -> None:
+        """Fail (by raising AssertionError) if the run had to be killed at its bound."""
+        assert not self.timed_out, (
+            f"`{self.command}` did not finish within {self.bound:.0f} s and was killed (its "
+            f"tests' own timeouts should have ended it long before).{self.note}\n"
+            f"Its output so far:\n{self.tail(2000)}")
+
+
+def run_graders(against: Path, *extra: str, timeout: float = LESSON_RUN_TIMEOUT_S) -> GradingRun:
+    """`pytest exercises --against <against> *extra` in a subprocess, parsed test by test.
+
+    The run is killed (with everything it started) after `timeout` seconds; the result then
+    says so (GradingRun.timed_out) instead of raising, so the caller can fail by name."""
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.xml"
-        # As a student runs it, less the notebook plugin: importing nbval costs a second of
-        # CPU per run, and these runs collect no notebooks.
+        report, log = Path(tmp) / "report.xml", Path(tmp) / "output.txt"
+        # As a student runs it, less the notebook plugin: importing nbval costs a second or
+        # more of CPU per run, and these runs collect no notebooks.
         command = [sys.executable, "-m", "pytest", "exercises", "--against", str(against),
                    "-o", "addopts=", "-p", "no:nbval",
                    "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                    f"--junitxml={report}", "-q", *extra]
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout, env=env)
+        env = {**os.environ, "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        started = time.monotonic()
+        with open(log, "wb") as out:
+            # A session of its own, so a timeout can kill the servers a grader started too
+            # (their inherited output pipe would otherwise keep the run from ending).
+            proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+            try:
+                returncode, timed_out = proc.wait(timeout), False
+            except subprocess.TimeoutExpired:
+                kill_session(proc)
+                returncode, timed_out = proc.wait(), True
+            kill_session(proc)  # a program a grader left running must not outlive its run
         outcomes = parse_junit(report) if report.exists() else []
-    return GradingRun(outcomes, done.returncode, done.stdout + done.stderr)
+        output = log.read_text(encoding="utf-8", errors="replace")
+    shown = " ".join(["pytest exercises --against", str(against), *extra])
+    return GradingRun(outcomes, returncode, output, shown, time.monotonic() - started,
+                      timed_out, bound=timeout)
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:  # pragma: no cover - Windows has no process groups of this kind
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass  # everything in it has already ended
 
 
 def parse_junit(path: Path) -> list[Outcome]:
@@ -85,6 +151,51 @@ def parse_junit(path: Path) -> list[Outcome]:
     return outcomes
 
 
+# --------------------------------------------------------------------------- jobs
+
+
+class Jobs:
+    """Grading runs started ahead of the tests that read them, PARALLEL_RUNS at a time.
+
+    tests/conftest.py starts the runs of all selected tests at once, in the order the tests
+    will run; each test then waits only for its own run (wait). The pool takes runs first in,
+    first out, so by the time a test starts, every run queued before its own has finished and
+    its own has started: the test's wait is bounded by its own run, never by the queue. That
+    is what lets each test carry a timeout sized to one run."""
+
+    def __init__(self, workers: int = PARALLEL_RUNS):
+        self.workers = workers
+        self.futures: dict = {}
+        self.pool: ThreadPoolExecutor | None = None
+
+    def start(self, key, function, *args) -> None:
+        if key in self.futures:
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="grading-run")
+        self.futures[key] = self.pool.submit(function, *args)
+
+    def wait(self, key, bound: float = LESSON_RUN_TIMEOUT_S):
+        """The job's result (re-raising its exception). The job's run has its own bound;
+        this wait adds a little slack on top, in case the machinery around it stalls."""
+        try:
+            return self.futures[key].result(timeout=bound + SLACK_S / 2)
+        except FutureTimeout:
+            raise AssertionError(f"the grading run {key!r} did not end within "
+                                 f"{bound + SLACK_S / 2:.0f} s") from None
+
+
+JOBS = Jobs()
+
+
+def callspec_param(item, name: str):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get(name) if callspec else None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
 def load_toml(path: Path) -> dict:
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
@@ -95,8 +206,18 @@ def listing(outcomes, limit: int = 20) -> str:
                      for o in outcomes[:limit])
 
 
-def grader_files() -> list[str]:
-    return sorted(p.name for p in EXERCISES.glob("test_lesson*.py"))
+def grader_files(lesson: str | None = None) -> list[str]:
+    pattern = f"test_lesson{lesson}_*.py" if lesson else "test_lesson*.py"
+    return sorted(p.name for p in EXERCISES.glob(pattern))
+
+
+def graded_copy(name: str, prepare, *extra: str) -> GradingRun:
+    """Grade a copy of solutions/ called `name`, after prepare(copy) has changed it; the copy
+    lives in a temporary folder for the length of the run only."""
+    with tempfile.TemporaryDirectory(prefix="course-") as tmp:
+        copy = copy_of_solutions(Path(tmp), name)
+        prepare(copy)
+        return run_graders(copy, *extra)
 
 
 def copy_of_solutions(parent: Path, name: str) -> Path:
@@ -104,3 +225,42 @@ def copy_of_solutions(parent: Path, name: str) -> Path:
     target = parent / name
     shutil.copytree(SOLUTIONS, target, ignore=shutil.ignore_patterns("__pycache__"))
     return target
+
+
+# --------------------------------------------------------------------------- the stubs
+
+
+STUDENT_NOTE = ("`pytest exercises` is your command; this suite checks the untouched stubs "
+                "(as committed), so a solved exercise in your working copy must not show here.")
+
+
+def graded_modules() -> list[str]:
+    """The module files the graders import from the graded folder: the same names as in
+    solutions/ (that is the --against contract), plus the package's __init__.py."""
+    return sorted({"__init__.py", *(p.name for p in SOLUTIONS.glob("*.py"))})
+
+
+def committed_stubs(parent: Path, repo: Path = REPO, name: str = "stubs_as_committed"):
+    """The stubs as committed in git (HEAD:exercises/), written as package `parent/name`.
+
+    A student who has solved exercises in the working copy still gets an honest check of the
+    untouched stubs. Returns (folder, note): without git (or outside a clone) it falls back
+    to the working copy of exercises/ and the note says so plainly."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                              timeout=60, check=True).stdout
+    try:
+        listed = git("ls-tree", "--name-only", "HEAD", "exercises/").decode().split()
+        committed = {Path(p).name for p in listed}
+        target = parent / name
+        target.mkdir(parents=True)
+        for module in graded_modules():
+            if module in committed:
+                (target / module).write_bytes(git("show", f"HEAD:exercises/{module}"))
+        return target, ""
+    except (OSError, subprocess.SubprocessError) as exc:
+        why = getattr(exc, "stderr", b"") or str(exc).encode()
+        return repo / "exercises", (
+            "\nNOTE: the committed stubs could not be read from git "
+            f"({why.decode(errors='replace').strip()[:200]}), so the WORKING COPY of "
+            f"exercises/ was graded instead.\n{STUDENT_NOTE}")

@@ -4,18 +4,25 @@ Each entry in tests/planted/*.toml is the reference with one defence removed or 
 each, this suite copies solutions/ to a temporary package, plants the mistake, grades the copy
 with the lesson's own graders, and requires at least one of them to fail. A mistake the graders
 miss is a hole in the course: a student could make it and be told they are done.
+
+Each mistake is one grading run of one lesson, bounded on its own: the runs are started a few
+at a time as soon as collection ends (tests/conftest.py), and each test waits for its own.
 """
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from gradingrun import MANIFEST, copy_of_solutions, load_toml, run_graders
+from gradingrun import (LESSON_RUN_TIMEOUT_S, MANIFEST, SLACK_S, callspec_param, graded_copy,
+                        listing, load_toml)
 
 PLANTED = Path(__file__).resolve().parent / "planted"
-# Grading runs mostly wait on sockets and timeouts, not the CPU, so several can share 2 cores.
-PARALLEL_RUNS = 4
+
+# Why these marks: a test below waits for ONE grading run, which started no later than the
+# test did (Jobs runs them first in, first out, in test order). So the test's budget is one
+# run's bound plus slack, whatever the number of mistakes queued behind it, and on a slow
+# machine the run's own bound (which names the mistake) fires before pytest-timeout.
+ONE_RUN = pytest.mark.timeout(LESSON_RUN_TIMEOUT_S + SLACK_S)
 
 
 def load_mistakes():
@@ -38,21 +45,6 @@ def edits(mistake):
     return pairs
 
 
-def plant(mistake, parent: Path) -> Path:
-    name = "planted_" + re.sub(r"\W", "_", mistake["id"])
-    copy = copy_of_solutions(parent, name)
-    module = copy / f"{mistake['module']}.py"
-    source = module.read_text(encoding="utf-8")
-    for find, replace in edits(mistake):
-        count = source.count(find)
-        assert count == 1, (f"planted mistake {mistake['id']}: the text to replace occurs {count} "
-                            f"times in solutions/{mistake['module']}.py (must be exactly once); "
-                            f"update {mistake['catalogue']} to match the reference:\n{find}")
-        source = source.replace(find, replace)
-    module.write_text(source, encoding="utf-8")
-    return copy
-
-
 def test_the_catalogue_is_well_formed():
     ids = [m["id"] for m in MISTAKES]
     assert len(ids) == len(set(ids)), "planted mistake ids must be unique"
@@ -70,33 +62,51 @@ def test_every_lesson_has_planted_mistakes():
     assert not missing, f"lessons without any planted mistake: {missing}"
 
 
-def test_an_unbroken_copy_passes(tmp_path):
+# --------------------------------------------------------------------------- the runs
+
+
+def plant_into(mistake):
+    def prepare(copy):
+        module = copy / f"{mistake['module']}.py"
+        source = module.read_text(encoding="utf-8")
+        for find, replace in edits(mistake):
+            count = source.count(find)
+            assert count == 1, (
+                f"planted mistake {mistake['id']}: the text to replace occurs {count} times in "
+                f"solutions/{mistake['module']}.py (must be exactly once); update "
+                f"{mistake['catalogue']} to match the reference:\n{find}")
+            source = source.replace(find, replace)
+        module.write_text(source, encoding="utf-8")
+    return prepare
+
+
+def grading_job(item):
+    """One lesson's grading run per test (see tests/conftest.py): the unbroken copy for a
+    control, the copy with the mistake planted for a mistake."""
+    lesson, mistake = callspec_param(item, "control"), callspec_param(item, "mistake")
+    if lesson is not None:
+        return (("control", lesson), graded_copy, f"planted_control_{lesson}", lambda copy: None,
+                "-k", f"lesson{lesson}")
+    if mistake is not None:
+        # -x: one failing grader is enough to call the mistake caught; the rest cost time.
+        return (("mistake", mistake["id"]), graded_copy,
+                "planted_" + re.sub(r"\W", "_", mistake["id"]), plant_into(mistake),
+                "-k", f"lesson{mistake['lesson']}", "-x")
+    return None
+
+
+@ONE_RUN
+@pytest.mark.parametrize("control", [lesson.number for lesson in MANIFEST.lessons])
+def test_an_unbroken_copy_passes(control, grading_run):
     """The control: copying solutions/ under another name changes nothing, so a failure in the
     tests below is the planted mistake's doing and not the copy's."""
-    copy = copy_of_solutions(tmp_path, "planted_control")
-    run = run_graders(copy)
-    failed = [o for o in run.outcomes if o.status != "passed"]
-    assert run.outcomes and not failed, "\n".join(f"{o.name}: {o.message[:300]}" for o in failed)
+    failed = [o for o in grading_run.outcomes if o.status != "passed"]
+    assert grading_run.outcomes and not failed, f"{listing(failed)}\n{grading_run.tail()}"
 
 
-@pytest.fixture(scope="module")
-def planted_runs(request, tmp_path_factory):
-    """Grade every selected planted mistake at once, PARALLEL_RUNS at a time: mistake id ->
-    the grading run of its lesson against the broken copy (stopping at the first failure)."""
-    selected = [item.callspec.params["mistake"] for item in request.session.items
-                if getattr(item, "originalname", "") == "test_the_graders_catch_the_planted_mistake"]
-
-    def grade(mistake):
-        copy = plant(mistake, tmp_path_factory.mktemp(mistake["id"]))
-        return mistake["id"], run_graders(copy, "-k", f"lesson{mistake['lesson']}", "-x")
-
-    with ThreadPoolExecutor(PARALLEL_RUNS) as pool:
-        return dict(pool.map(grade, selected))
-
-
+@ONE_RUN
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m["id"] for m in MISTAKES])
-def test_the_graders_catch_the_planted_mistake(mistake, planted_runs):
-    run = planted_runs[mistake["id"]]
-    caught = run.by_status("failed")
+def test_the_graders_catch_the_planted_mistake(mistake, grading_run):
+    caught = grading_run.by_status("failed")
     assert caught, (f"No lesson {mistake['lesson']} grader fails on a reference that "
-                    f"{mistake['description']}.\n{run.output[-2000:]}")
+                    f"{mistake['description']}.\n{grading_run.tail(2000)}")
