@@ -19,7 +19,16 @@ import threading
 
 
 class ThreadedEchoServer:
-    """Echo server: one daemon thread per client, an idle timeout per client, clean stop."""
+    """Echo server: one daemon thread per client, an idle timeout per client, clean stop.
+
+    What the graders also check:
+    - every thread you start is a daemon thread, and all of them have ended when stop()
+      returns (join them);
+    - a client that leaves is forgotten: remove its socket and thread from your
+      bookkeeping, or the server grows with every client it has ever served;
+    - an accept() that fails (OSError, e.g. EMFILE "too many open files") does not end the
+      accept loop: pause briefly (so a lasting error does not spin the CPU), then go on.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_timeout: float = 30.0):
         self.host, self.port = host, port
@@ -46,5 +55,7 @@ class ThreadedEchoServer:
 
     def handle(self, conn: socket.socket, addr) -> None:
         """Serve one client (in its own thread): echo every chunk until it closes. The socket
-        must time out after idle_timeout seconds of silence."""
+        must time out after idle_timeout seconds of silence, counted from the client's last
+        byte. The timeout bounds your sends too: a client that never reads cannot hold the
+        thread for ever."""
         raise NotImplementedError("handle(): settimeout(idle_timeout), then echo until recv returns b''")

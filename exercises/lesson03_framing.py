@@ -18,14 +18,17 @@ class MessageTooLarge(ValueError):
 
 
 def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Return exactly n bytes from sock, looping over short reads.
-    Raise ConnectionError if the peer closes before n bytes have arrived."""
+    """Return exactly n bytes from sock, looping over short reads, asking recv() only for
+    the bytes still missing (more would swallow the start of the next message).
+    Raise ConnectionError if the peer closes (or resets) before n bytes have arrived; let the
+    socket's TimeoutError propagate if it goes silent: never return part of the bytes."""
     raise NotImplementedError("recv_exact(): loop on recv until you have n bytes; "
                               "raise ConnectionError on b''")
 
 
 def send_msg(sock: socket.socket, text: str) -> None:
-    """Send text as one frame: struct.pack('!I', len(body)) + body, body = UTF-8 bytes."""
+    """Send text as one frame: struct.pack('!I', len(body)) + body, body = UTF-8 bytes.
+    All of it, even when the peer reads slowly (send() may write only part; sendall() won't)."""
     raise NotImplementedError("send_msg(): sendall a 4-byte '!I' length, then the UTF-8 body")
 
 
@@ -42,5 +45,8 @@ def recv_msg(sock: socket.socket, max_size: int = MAX_MSG) -> str:
 
 def request(host: str, port: int, texts: list[str], timeout: float = 5.0) -> list[str]:
     """Connect once, and for each text send it as a frame and read one reply frame.
-    Return the replies in order."""
+    Return the replies in order.
+
+    `timeout` bounds every step (a silent server: TimeoutError). A connection that is reset
+    raises ConnectionError: never return the replies so far as if the exchange had worked."""
     raise NotImplementedError("request(): connect with a timeout, send_msg + recv_msg per text")

@@ -1,10 +1,19 @@
 """Graders for lesson 01, the server lifecycle.  Run: pytest exercises -k lesson01"""
+import contextlib
+import gc
 import socket
 import time
+import warnings
 
 import pytest
 
-from graderkit import LOOPBACK, WAIT, describe, read_until_close, run_in_thread, short
+import peers
+from graderkit import (LATE, LOOPBACK, WAIT, check_on_time, describe, read_until_close,
+                       run_in_thread, short)
+
+# The time limit the graders hand to serve_one_echo/echo_once when they test it: short, and far
+# from WAIT (the grader's own patience), so "too late" and "never" are told apart.
+LIMIT = 0.5
 
 
 @pytest.fixture
@@ -12,10 +21,22 @@ def lesson(graded):
     return graded("lesson01_lifecycle")
 
 
+@contextlib.contextmanager
+def grader_listener(small=False):
+    """A listener made by the grader itself, so serve_one_echo is graded on its own. small:
+    tiny buffers, inherited by the accepted socket, so its sends fill up after a few KiB."""
+    listener = peers.listener(small)
+    try:
+        yield listener
+    finally:
+        with contextlib.suppress(OSError):  # wakes a serve_one_echo stuck in accept()
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+
+
 @pytest.fixture
 def own_listener():
-    """A listener made by the grader itself, so serve_one_echo is graded on its own."""
-    with socket.create_server((LOOPBACK, 0)) as listener:
+    with grader_listener() as listener:
         yield listener
 
 
@@ -45,12 +66,46 @@ def test_listener_binds_loopback_on_a_free_port(lesson, story):
 
 
 @pytest.mark.task("01.listener")
-def test_listener_sets_reuseaddr(lesson, story):
-    with make(lesson, story) as listener:
-        value = listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)
-        story.step("read the SO_REUSEADDR option with getsockopt()")
-        story.check(value != 0, "SO_REUSEADDR switched on (so a restart does not fail with "
-                    "'Address already in use')", f"SO_REUSEADDR = {value}")
+def test_listener_rebinds_a_port_still_in_time_wait(lesson, story):
+    port = peers.port_in_time_wait()
+    story.step("served one client on a port with the server closing first, then closed that "
+               "server: the port now holds a connection in TIME_WAIT, as after a restart")
+    try:
+        listener = make(lesson, story, port=port)
+    except NotImplementedError:
+        raise
+    except OSError as exc:
+        story.fail("make_listener to bind that port at once (SO_REUSEADDR, set BEFORE bind(): "
+                   "set after, it comes too late to help)", describe(exc))
+    with listener:
+        story.check(listener.getsockname()[1] == port, f"the listener on port {port}",
+                    repr(listener.getsockname()))
+
+
+@pytest.mark.task("01.listener")
+def test_listener_closes_its_socket_when_bind_fails(lesson, story):
+    with peers.listener() as taken:
+        port = taken.getsockname()[1]
+        story.step("another server is listening on a port; called make_listener(port=<it>)")
+        gc.collect()  # so only a socket leaked by this call can warn below
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            try:
+                leftover = lesson.make_listener(port=port)
+            except NotImplementedError:
+                raise
+            except OSError:
+                leftover = None
+            else:
+                leftover.close()
+            gc.collect()  # frees the socket object if nothing else holds it
+    story.check(leftover is None, "OSError ('Address already in use')",
+                "it returned a listener")
+    leaks = [w for w in caught if issubclass(w.category, ResourceWarning)
+             and "socket" in str(w.message)]
+    story.check(not leaks, "the half-made socket closed before the error is raised (a server "
+                "retrying bind() would otherwise leak one file descriptor per try)",
+                f"it was left open: {leaks[0].message if leaks else ''}")
 
 
 @pytest.mark.task("01.listener")
@@ -104,22 +159,27 @@ def test_echo_server_echoes_every_piece_and_closes(lesson, own_listener, story):
 
 
 @pytest.mark.task("01.echo_server")
-def test_echo_server_handles_a_large_payload(lesson, own_listener, story):
-    payload = bytes(range(256)) * 1024  # 256 KiB: more than one recv can return
-    story.step("called serve_one_echo(listener, timeout=2.0) in a background thread")
-    server = run_in_thread(lesson.serve_one_echo, own_listener, 2.0)
-    server.raise_if_failed()
-    with socket.create_connection(own_listener.getsockname(), timeout=WAIT) as client:
-        def send_all_then_half_close():
-            client.sendall(payload)
-            client.shutdown(socket.SHUT_WR)
-        sender = run_in_thread(send_all_then_half_close)
-        story.step(f"sent {len(payload)} bytes while reading the echo, then half-closed")
-        reply, how = read_until_close(client, limit=2 * len(payload))
-        sender.result()
-    story.check(reply == payload, f"all {len(payload)} bytes back, in order",
-                f"{len(reply)} bytes, {'identical' if reply == payload[:len(reply)] else 'different'}"
-                f" so far, then the connection {how}")
+def test_echo_server_echoes_a_large_payload_to_a_slow_reader(lesson, story):
+    payload = bytes(range(256)) * 1024  # 256 KiB: far more than the socket buffers hold
+    with grader_listener(small=True) as listener:
+        story.step("the server's socket has a 4 KiB send buffer (SO_SNDBUF), the client a 4 KiB "
+                   "receive buffer, and the client reads slowly: the server's sends fill up")
+        story.step("called serve_one_echo(listener, timeout=2.0) in a background thread")
+        server = run_in_thread(lesson.serve_one_echo, listener, 2.0)
+        server.raise_if_failed()
+        with peers.client(listener.getsockname(), small=True) as client:
+            def send_all_then_half_close():
+                client.sendall(payload)
+                client.shutdown(socket.SHUT_WR)
+            sender = run_in_thread(send_all_then_half_close)
+            story.step(f"sent {len(payload)} bytes, then half-closed, while reading the echo "
+                       "4 KiB at a time")
+            reply, how = peers.read_slowly(client, limit=2 * len(payload))
+            sender.result_for(story, "the client's sendall to finish")
+    same = "identical" if reply == payload[:len(reply)] else "different"
+    story.check(reply == payload, f"all {len(payload)} bytes back, in order (send() may write "
+                "only part of a chunk when the buffer is full: sendall() writes it all)",
+                f"{len(reply)} bytes, {same} so far, then the connection {how}")
     count = server.result_for(story, f"serve_one_echo to return {len(payload)}")
     story.check(count == len(payload), f"a return value of {len(payload)}", repr(count))
 
@@ -137,6 +197,76 @@ def test_echo_server_copes_with_a_client_that_sends_nothing(lesson, own_listener
                 f"{short(reply)}, connection {how}")
     count = server.result_for(story, "serve_one_echo to return 0")
     story.check(count == 0, "serve_one_echo to return 0", repr(count))
+
+
+def expect_timeout(story, elapsed, error, what):
+    """serve_one_echo/echo_once, given timeout=LIMIT, must give up with TimeoutError on time."""
+    story.check(elapsed is not None, f"{what} to give up with TimeoutError after about {LIMIT} s",
+                f"still waiting after {LATE * LIMIT + 1:.1f} s (is there a timeout on every "
+                "blocking call: accept, recv, connect?)")
+    story.check(isinstance(error, TimeoutError), f"{what} to raise TimeoutError",
+                describe(error) if error else "it returned normally")
+    story.step(f"it raised TimeoutError after {elapsed:.2f} s")
+    check_on_time(story, f"{what} to give up", elapsed, LIMIT)
+
+
+@pytest.mark.task("01.echo_server")
+def test_echo_server_gives_up_on_a_client_that_never_sends(lesson, own_listener, story):
+    with peers.client(own_listener.getsockname()) as client:
+        story.step("a client connected and then said nothing, without closing")
+        story.step(f"called serve_one_echo(listener, timeout={LIMIT})")
+        elapsed, _, error = peers.timed(lesson.serve_one_echo, own_listener, LIMIT,
+                                        wait=LATE * LIMIT + 1)
+        expect_timeout(story, elapsed, error, "serve_one_echo")
+        _, how = read_until_close(client)
+        story.check(how in ("closed", "reset"), "the client's connection closed",
+                    f"the connection {how}")
+
+
+@pytest.mark.task("01.echo_server")
+def test_echo_server_gives_up_when_no_client_comes(lesson, own_listener, story):
+    story.step(f"called serve_one_echo(listener, timeout={LIMIT}); no client ever connects")
+    elapsed, _, error = peers.timed(lesson.serve_one_echo, own_listener, LIMIT,
+                                    wait=LATE * LIMIT + 1)
+    expect_timeout(story, elapsed, error, "serve_one_echo")
+
+
+@pytest.mark.parametrize("stage", ["before-sending", "while-the-server-sends"])
+@pytest.mark.task("01.echo_server")
+def test_echo_server_survives_a_reset_and_the_listener_serves_again(lesson, own_listener,
+                                                                    story, stage):
+    story.step("called serve_one_echo(listener, timeout=3.0) in a background thread")
+    server = run_in_thread(lesson.serve_one_echo, own_listener, 3.0)
+    server.raise_if_failed()
+    client = peers.client(own_listener.getsockname(), small=True)
+    if stage == "while-the-server-sends":
+        peers.flood_until_stuck(client, stall=0.1)
+        story.step("a client with 4 KiB buffers sent until nothing more went through, reading "
+                   "none of the echo: the server is stuck sending")
+    peers.reset(client)
+    reset_at = time.monotonic()
+    story.step("the client reset the connection (SO_LINGER 0 then close: an RST)")
+    try:
+        server.result(timeout=1.5)
+    except NotImplementedError:
+        raise
+    except TimeoutError as exc:
+        if time.monotonic() - reset_at >= 1.5:
+            story.fail("serve_one_echo to end soon after the reset (a ConnectionError, or a "
+                       "return), not to wait for its 3 s timeout", describe(exc))
+    except OSError:
+        pass  # ConnectionResetError / BrokenPipeError: the honest way to report a reset
+    except Exception as exc:
+        story.fail("serve_one_echo to end with ConnectionError (or return)", describe(exc))
+    story.step("serve_one_echo ended; called it again on the same listener, for a new client")
+    again = run_in_thread(lesson.serve_one_echo, own_listener, 2.0)
+    with peers.client(own_listener.getsockname()) as second:
+        second.sendall(b"still there?")
+        second.shutdown(socket.SHUT_WR)
+        reply, how = read_until_close(second)
+    story.check(reply == b"still there?", "the next client served as usual",
+                f"{short(reply)}, connection {how}")
+    again.result_for(story, "serve_one_echo to return for the second client")
 
 
 # --------------------------------------------------------------------------- 01.echo_client
@@ -182,3 +312,67 @@ def test_echo_client_sends_half_closes_and_reads_to_the_end(lesson, own_listener
     story.check(seen == data, f"the server to receive {short(data)}", short(seen))
     story.check(reply == data, f"echo_once to return {short(data)} (all the pieces)",
                 short(reply))
+
+
+@pytest.mark.task("01.echo_client")
+def test_echo_client_sends_a_large_payload_to_a_slow_reader(lesson, story):
+    payload = bytes(range(256)) * 1024
+    with grader_listener(small=True) as listener:
+        def slow_server():
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(WAIT)
+                got, how = peers.read_slowly(conn, limit=2 * len(payload))
+                if how == "closed":
+                    conn.sendall(got)
+                return got, how
+        server = run_in_thread(slow_server)
+        story.step("the grader's server has 4 KiB buffers and reads slowly, 4 KiB at a time; it "
+                   "echoes everything once the client half-closes")
+        host, port = listener.getsockname()
+        story.step(f"called echo_once('{host}', <port>, <{len(payload)} bytes>, timeout=2.0)")
+        client = run_in_thread(lesson.echo_once, host, port, payload, 2.0)
+        seen, how = server.result_for(story, "the grader's server to finish", timeout=2 * WAIT)
+        story.check(seen == payload, f"the server to receive all {len(payload)} bytes (sendall, "
+                    "not send: send may write only part when the buffer is full)",
+                    f"{len(seen)} bytes, then the connection {how}")
+        reply = client.result_for(story, f"echo_once to return the {len(payload)} bytes")
+        story.check(reply == payload, f"all {len(payload)} bytes back", f"{len(reply)} bytes")
+
+
+@pytest.mark.task("01.echo_client")
+def test_echo_client_gives_up_on_a_server_that_never_replies(lesson, story):
+    with peers.silent_server() as (host, port):
+        story.step("the grader's server accepts, reads everything and never replies or closes")
+        story.step(f"called echo_once('{host}', <port>, b'anyone?', timeout={LIMIT})")
+        elapsed, _, error = peers.timed(lesson.echo_once, host, port, b"anyone?", LIMIT,
+                                        wait=LATE * LIMIT + 1)
+        expect_timeout(story, elapsed, error, "echo_once")
+
+
+def resetting_server(listener, stage):
+    """Accept one client and reset it: at once, or after echoing half of what it sent."""
+    conn, _ = listener.accept()
+    conn.settimeout(WAIT)
+    if stage == "mid-reply":
+        received, _ = read_until_close(conn)
+        conn.sendall(received[: len(received) // 2])
+        time.sleep(0.05)  # the half reply reaches the client before the reset does
+    peers.reset(conn)
+
+
+@pytest.mark.parametrize("stage", ["on-connect", "mid-reply"])
+@pytest.mark.task("01.echo_client")
+def test_echo_client_reports_a_reset_as_an_error(lesson, own_listener, story, stage):
+    run_in_thread(resetting_server, own_listener, stage)
+    story.step("the grader's server resets the connection (an RST) "
+               + ("as soon as it accepts" if stage == "on-connect" else
+                  "after sending back only half of the data"))
+    host, port = own_listener.getsockname()
+    data = b"0123456789" * 100
+    story.step(f"called echo_once('{host}', <port>, <1000 bytes>, timeout=2.0)")
+    elapsed, reply, error = peers.timed(lesson.echo_once, host, port, data, 2.0, wait=WAIT + 1)
+    story.check(elapsed is not None, "echo_once to end", f"still running after {WAIT + 1} s")
+    story.check(isinstance(error, ConnectionError),
+                "ConnectionError (a reset is a failure to report, not the end of a reply)",
+                describe(error) if error else f"it returned {short(reply)}")
