@@ -255,6 +255,37 @@ class Attack:
         return self._box.get("report")
 
 
+def trickle_for(address, seconds: float, interval: float, announce: int = 100):
+    """Lesson 05: announce a message of `announce` bytes, then send its body one byte every
+    `interval` s for up to `seconds`, watching for a hang-up between bytes.
+    Returns (still connected at the end, seconds connected)."""
+    with socket.create_connection(address, timeout=2.0) as sock:
+        started = time.monotonic()
+        sock.sendall(struct.pack("!I", announce))
+        while time.monotonic() - started < seconds:
+            try:
+                if hung_up(sock, within=interval):
+                    return False, time.monotonic() - started
+                sock.sendall(b".")
+            except OSError:
+                return False, time.monotonic() - started
+        return True, time.monotonic() - started
+
+
+def honest_client(address, requests: int = 80, pause: float = 0.01):
+    """Lesson 05: `requests` times "echo hello", each on a fresh connection, `pause` s apart.
+    Returns (round-trip times in s of the requests answered "hello", number that failed)."""
+    times, failed = [], 0
+    for _ in range(requests):
+        started = time.perf_counter()
+        if ask(address, "echo hello") == "hello":
+            times.append(time.perf_counter() - started)
+        else:
+            failed += 1
+        time.sleep(pause)
+    return times, failed
+
+
 def longest_stall(work, tick: float = 0.002) -> tuple[float, float]:
     """Lesson 04: run `work()` in a worker thread while a ticker thread wakes every `tick` s.
 
