@@ -1,0 +1,819 @@
+"""Graders for lesson 09, slow HTTP and a connection cap.  Run: pytest exercises -k lesson09
+
+Each defence is timed against its own clock, set short here (0.5-0.6 s) with the other
+clocks far away, so a deadline twice too long fails and a machine three times slower passes.
+
+    python -m exercises.http_server ...   (the program graders; with --against DIR, DIR's name)
+"""
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from graderkit import WAIT, describe, run_in_thread, serving, short
+from httpkit import (ReadError, Reader, check_status, closed_within, exchange, expect_response,
+                     request, reset, slow_reader, trickler)
+
+REPO = Path(__file__).resolve().parent.parent
+BOOM = "boom (raised on purpose by the grader's route)"
+FILE = b"hello from the grader's site\n"
+
+
+@pytest.fixture
+def lesson(graded):
+    return graded("lesson09_slow_http")
+
+
+@pytest.fixture
+def root(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_bytes(b"<h1>grader</h1>\n")
+    (site / "hello.txt").write_bytes(FILE)
+    (tmp_path / "secret.txt").write_bytes(b"TOP SECRET\n")
+    return site
+
+
+def make_http_server(lesson, story, root, **kwargs):
+    """Your HardenedHTTPServer, wrapped so a NotImplementedError in the server's own threads
+    (admit on the accept thread, the handler in a client thread) reaches the test, with a
+    planted bug at GET /boom, and a count of connections that got a thread."""
+
+    class Graded(lesson.HardenedHTTPServer):
+        poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
+        not_implemented = None
+        threads_started = 0
+
+        def admit(self, conn, addr):
+            try:
+                return super().admit(conn, addr)
+            except NotImplementedError as exc:
+                self.not_implemented = exc
+                return False
+
+        def release(self, conn, addr):
+            try:
+                super().release(conn, addr)
+            except NotImplementedError as exc:
+                self.not_implemented = exc
+
+        def process(self, conn, addr):
+            type(self).threads_started += 1
+            try:
+                super().process(conn, addr)
+            except NotImplementedError as exc:
+                self.not_implemented = exc
+
+        def route(self, req, body):
+            if req.target == "/boom":
+                raise RuntimeError(BOOM)
+            return super().route(req, body)
+
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k != "logger")
+    story.step(f"created HardenedHTTPServer(<site>, {args})")
+    return Graded(root, **kwargs)
+
+
+def clocks(**overrides):
+    """Every clock far from the one under test (which the test sets short)."""
+    values = dict(header_timeout=5.0, body_timeout=5.0, idle_timeout=5.0, send_timeout=5.0)
+    values.update(overrides)
+    return values
+
+
+def health(address, story):
+    reply = exchange(address, request("GET", "/healthz"), story, "a /healthz response",
+                     who="a health check")
+    check_status(story, reply, 200)
+    try:
+        return reply.json()
+    except ValueError:
+        story.fail("a JSON body from /healthz", short(reply.body))
+
+
+def wait_for_active(address, story, expected, within=2.0):
+    """Poll /healthz until active_connections == expected; returns the seconds it took."""
+    started = time.monotonic()
+    while True:
+        got = health(address, story).get("active_connections")
+        if got == expected:
+            return time.monotonic() - started
+        if time.monotonic() - started > within:
+            story.fail(f"active_connections to come back to {expected} within {within} s",
+                       f"still {got!r}")
+        time.sleep(0.05)
+
+
+def check_protected(story, reply, what):
+    story.check(reply.header("x-content-type-options", "").lower() == "nosniff"
+                and "frame-ancestors" in reply.header("content-security-policy", ""),
+                f"the security headers (nosniff, a CSP with frame-ancestors) on {what}",
+                short(reply.raw_head, 400))
+
+
+def check_drop_time(story, took, clock, name):
+    low, high = clock * 0.9, clock * 1.7 + 0.1
+    story.check(low <= took <= high, f"the drop {low:.2f}-{high:.2f} s after the clock started "
+                f"({name} = {clock} s)", f"{took:.2f} s")
+
+
+# --------------------------------------------------------------------------- 09.deadlines
+
+
+def pair():
+    reader, writer = socket.socketpair()
+    writer.settimeout(WAIT)
+    return reader, writer
+
+
+def call(story, what, function, *args, wait=WAIT):
+    """Run function(*args) in a thread: (value, None, seconds) or (None, exception, seconds)."""
+    story.step(f"called {what}")
+    started = time.monotonic()
+    handle = run_in_thread(function, *args, name="grader-call")
+    try:
+        value = handle.result(timeout=wait)
+        return value, None, time.monotonic() - started
+    except NotImplementedError:
+        raise
+    except TimeoutError as exc:
+        if "still running" in str(exc):
+            story.fail(f"{what} to return or raise within {wait} s", "it was still waiting")
+        return None, exc, time.monotonic() - started
+    except Exception as exc:
+        return None, exc, time.monotonic() - started
+
+
+HEAD = b"GET /hello.txt HTTP/1.1\r\nHost: grader.test\r\nX-Pad: " + b"p" * 40 + b"\r\n\r\n"
+
+
+@pytest.mark.task("09.deadlines")
+def test_read_head_by_returns_the_head_and_keeps_the_rest(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        data = HEAD + b"NEXT"
+
+        def send_in_pieces():
+            for i in range(0, len(data), 7):
+                writer.sendall(data[i:i + 7])
+                time.sleep(0.005)
+        run_in_thread(send_in_pieces, name="grader-send")
+        story.step("the grader sent a head and 4 more bytes, 7 bytes at a time")
+        buffer = bytearray()
+        head, error, _ = call(story, "read_head_by(sock, buffer, now + 2, Limits())",
+                              lesson.read_head_by, reader, buffer, time.monotonic() + 2.0,
+                              lesson.Limits())
+        story.check(error is None and head == HEAD, f"the head {short(HEAD)}",
+                    describe(error) if error else short(head))
+        time.sleep(0.1)
+        reader.settimeout(0.2)
+        with contextlib.suppress(OSError):
+            buffer += reader.recv(100)  # whatever had not arrived yet when the head was whole
+        story.check(bytes(buffer) == b"NEXT", "b'NEXT' left over (bytes after the head are "
+                    "kept in the buffer, not dropped)", short(bytes(buffer)))
+        buffer = bytearray(HEAD + b"more")
+        head, error, _ = call(story, "read_head_by with the whole head already in the buffer "
+                              "and the deadline already past", lesson.read_head_by, reader,
+                              buffer, time.monotonic() - 1.0, lesson.Limits())
+        story.check(error is None and head == HEAD, "the head from the buffer (nothing to "
+                    "wait for, so no deadline to miss)",
+                    describe(error) if error else short(head))
+        story.check(bytes(buffer) == b"more", "b'more' left in the buffer", short(bytes(buffer)))
+
+
+@pytest.mark.task("09.deadlines")
+def test_read_head_by_drops_a_trickler_at_the_deadline(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        with trickler(writer, HEAD, interval=0.1) as state:
+            story.step("the grader trickles a head, one byte every 0.1 s (it needs 6 s)")
+            buffer = bytearray()
+            deadline = state["first"] + 0.6
+            head, error, _ = call(story, "read_head_by(sock, buffer, <first byte> + 0.6 s)",
+                                  lesson.read_head_by, reader, buffer, deadline,
+                                  lesson.Limits())
+            took = time.monotonic() - state["first"]
+        story.check(isinstance(error, TimeoutError), "a TimeoutError (DeadlineExceeded): "
+                    "each byte comes within 0.1 s, so only a deadline stops this",
+                    describe(error) if error else f"the head {short(head)}")
+        check_drop_time(story, took, 0.6, "the deadline")
+
+
+@pytest.mark.task("09.deadlines")
+def test_read_head_by_refuses_an_oversized_head_early(lesson, story):
+    limits = lesson.Limits(max_request_line=100, max_header_bytes=200, max_headers=10)
+    reader, writer = pair()
+    with reader, writer:
+        writer.sendall(b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 400)
+        story.step("the grader sent a request line and 408 bytes of one header, no blank line "
+                   "(Limits: 100-byte line, 200 bytes of headers)")
+        head, error, took = call(story, "read_head_by(sock, buffer, now + 5, limits)",
+                                 lesson.read_head_by, reader, bytearray(),
+                                 time.monotonic() + 5.0, limits)
+        story.check(isinstance(error, lesson.HttpError) and error.status == 431,
+                    "HttpError 431 at once (not after waiting for the rest)",
+                    describe(error) if error else short(head))
+        story.check(took < 1.0, "within 1 s", f"{took:.2f} s")
+    reader, writer = pair()
+    with reader, writer:
+        writer.sendall(b"GET /" + b"a" * 300)
+        story.step("the grader sent 305 bytes of a request line (limit 100), no CRLF")
+        head, error, took = call(story, "read_head_by(sock, buffer, now + 5, limits)",
+                                 lesson.read_head_by, reader, bytearray(),
+                                 time.monotonic() + 5.0, limits)
+        story.check(isinstance(error, lesson.HttpError) and error.status == 414,
+                    "HttpError 414 at once", describe(error) if error else short(head))
+
+
+@pytest.mark.task("09.deadlines")
+def test_read_head_by_reports_a_closed_connection(lesson, story):
+    reader, writer = pair()
+    with reader:
+        writer.sendall(b"GET / HTTP/1.1\r\nHo")
+        writer.close()
+        story.step("the grader sent half a head and closed")
+        head, error, _ = call(story, "read_head_by(sock, buffer, now + 2)", lesson.read_head_by,
+                              reader, bytearray(), time.monotonic() + 2.0, lesson.Limits())
+        story.check(isinstance(error, ConnectionError), "ConnectionError",
+                    describe(error) if error else short(head))
+
+
+@pytest.mark.task("09.deadlines")
+def test_read_body_by_uses_the_buffer_first_then_its_deadline(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        writer.sendall(b"56789NEXT")
+        buffer = bytearray(b"01234")
+        story.step("buffer holds b'01234'; the socket has b'56789NEXT'")
+        body, error, _ = call(story, "read_body_by(sock, buffer, 10, now + 2)",
+                              lesson.read_body_by, reader, buffer, 10, time.monotonic() + 2.0)
+        story.check(error is None and body == b"0123456789", "b'0123456789'",
+                    describe(error) if error else short(body))
+        story.check(bytes(buffer) == b"NEXT", "b'NEXT' left in the buffer", short(bytes(buffer)))
+        buffer = bytearray(b"abcdef")
+        body, error, _ = call(story, "read_body_by(sock, bytearray(b'abcdef'), 3, <past>)",
+                              lesson.read_body_by, reader, buffer, 3, time.monotonic() - 1)
+        story.check(error is None and body == b"abc" and bytes(buffer) == b"def",
+                    "b'abc', with b'def' left", describe(error) if error else short(body))
+        with trickler(writer, b"x" * 60, interval=0.1) as state:
+            body, error, _ = call(story, "read_body_by(sock, buffer, 60, <first byte> + 0.6 s) "
+                                  "while the grader trickles 60 bytes at 0.1 s each",
+                                  lesson.read_body_by, reader, bytearray(), 60,
+                                  state["first"] + 0.6)
+            took = time.monotonic() - state["first"]
+        story.check(isinstance(error, TimeoutError), "a TimeoutError (DeadlineExceeded)",
+                    describe(error) if error else short(body))
+        check_drop_time(story, took, 0.6, "the deadline")
+    reader, writer = pair()
+    with reader:
+        writer.sendall(b"short")
+        writer.close()
+        body, error, _ = call(story, "read_body_by(sock, buffer, 10, now + 2) when the peer "
+                              "sends 5 bytes and closes", lesson.read_body_by, reader,
+                              bytearray(), 10, time.monotonic() + 2.0)
+        story.check(isinstance(error, ConnectionError), "ConnectionError",
+                    describe(error) if error else short(body))
+
+
+# --------------------------------------------------------------------------- 09.keepalive
+
+
+@pytest.mark.task("09.keepalive")
+def test_keep_alive_and_pipelining(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        reader = Reader(sock)
+        sock.sendall(request("GET", "/hello.txt") + request("GET", "/missing")
+                     + request("HEAD", "/hello.txt"))
+        story.step("sent three requests in one packet: GET /hello.txt, GET /missing, "
+                   "HEAD /hello.txt")
+        first = expect_response(reader, story, "the response to GET /hello.txt")
+        story.check(first.status == 200 and first.body == FILE, f"200 with {short(FILE)}",
+                    str(first))
+        check_protected(story, first, "a 200")
+        second = expect_response(reader, story, "the response to GET /missing (pipelined)")
+        check_status(story, second, 404)
+        check_protected(story, second, "a 404")
+        third = expect_response(reader, story, "the response to HEAD", head_only=True)
+        story.check(third.status == 200 and third.header("content-length") == str(len(FILE)),
+                    f"200 with Content-Length {len(FILE)}", str(third))
+        time.sleep(0.2)
+        sock.sendall(request("GET", "/"))
+        story.step("0.2 s later, sent GET / on the same connection")
+        fourth = expect_response(reader, story, "the response to GET / (keep-alive)")
+        check_status(story, fourth, 200)
+
+
+@pytest.mark.task("09.keepalive")
+@pytest.mark.parametrize("when", ["before-any-request", "between-requests"])
+def test_idle_timeout(lesson, story, root, logs, when):
+    server = make_http_server(lesson, story, root, logger=logs.logger,
+                              **clocks(idle_timeout=0.5))
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        if when == "between-requests":
+            sock.sendall(request("GET", "/hello.txt"))
+            expect_response(Reader(sock), story, "the response to GET /hello.txt")
+        story.step("the client then said nothing (idle_timeout 0.5 s; every other clock 5 s)")
+        how, took, _ = closed_within(sock, 2.0)
+        story.check(how in ("closed", "reset"), "the server to close the idle connection",
+                    f"still open after {took:.2f} s")
+        check_drop_time(story, took, 0.5, "idle_timeout")
+
+
+@pytest.mark.task("09.keepalive")
+@pytest.mark.parametrize("case", ["connection-close", "http-1.0", "smuggling", "bad-length",
+                                  "too-large"])
+def test_close_when_asked_or_in_doubt(lesson, story, root, logs, case):
+    data, status = {
+        "connection-close": (request("GET", "/hello.txt", [("Connection", "close")]), 200),
+        "http-1.0": (request("GET", "/hello.txt", version="HTTP/1.0", host=False), 200),
+        "smuggling": (request("POST", "/echo", [("Content-Type", "application/json"),
+                                                ("Content-Length", "2"),
+                                                ("Transfer-Encoding", "chunked")],
+                              length=False) + b"{}", 400),
+        "bad-length": (request("POST", "/echo", [("Content-Type", "application/json"),
+                                                 ("Content-Length", "+2")],
+                               length=False) + b"{}", 400),
+        "too-large": (request("POST", "/echo", [("Content-Type", "application/json"),
+                                                ("Content-Length", "2000")],
+                              length=False) + b"{}", 413),
+    }[case]
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_body=1000,
+                              **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        sock.sendall(data)
+        story.step(f"sent {short(data, 200)}")
+        reply = expect_response(Reader(sock), story, f"a {status} response")
+        check_status(story, reply, status)
+        check_protected(story, reply, f"a {status}")
+        how, took, extra = closed_within(sock, 1.0)
+        story.check(how in ("closed", "reset"), "the server to close the connection right "
+                    "after this response", f"still open after {took:.2f} s")
+
+
+# --------------------------------------------------------------------------- 09.cap
+
+
+def admitted(address, story, who, within=2.0, body=None):
+    """A client that made one request and was served (retrying while the server says 503: a
+    connection that just closed gives its slot back a moment later). Stays connected."""
+    ends = time.monotonic() + within
+    while True:
+        sock = socket.create_connection(address, WAIT)
+        sock.sendall(request("GET", "/hello.txt"))
+        reply = expect_response(Reader(sock), story, f"{who} to be served")
+        if reply.status != 503 or time.monotonic() > ends:
+            break
+        sock.close()
+        time.sleep(0.05)
+    if reply.status != 200 or (body is not None and reply.body != body):
+        sock.close()
+        story.check(reply.status == 200 and body in (None, reply.body),
+                    f"{who}: 200" + (f" with {short(body)}" if body else ""), str(reply))
+    return sock
+
+
+def holders(address, story, n):
+    """n clients that each made one request and stay connected (kept alive)."""
+    socks = []
+    try:
+        for i in range(n):
+            socks.append(admitted(address, story, f"holder {i}"))
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    story.step(f"{n} clients connected, made a request each, and stayed")
+    return socks
+
+
+def expect_503(address, story, who):
+    """Connect, send a request, expect 503 + Retry-After + close, fast. Returns seconds."""
+    started = time.monotonic()
+    with socket.create_connection(address, WAIT) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(request("GET", "/hello.txt"))
+        try:
+            reply = Reader(sock).response()
+        except (ReadError, OSError) as exc:
+            story.fail(f"{who}: a 503 response at once", str(exc))
+        took = time.monotonic() - started
+        story.check(reply.status == 503, f"{who}: 503 Service Unavailable", str(reply))
+        story.check((reply.header("retry-after") or "").isdigit(),
+                    f"{who}: a Retry-After header (seconds)", short(reply.raw_head, 300))
+        story.check((reply.header("connection") or "").lower() == "close",
+                    f"{who}: Connection: close", short(reply.raw_head, 300))
+        check_protected(story, reply, "the 503")
+        how, _, _ = closed_within(sock, 1.0)
+        story.check(how in ("closed", "reset"), f"{who}: the connection closed after the 503",
+                    how)
+    return took
+
+
+@pytest.mark.task("09.cap")
+def test_the_connection_over_the_cap_gets_503_at_once(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_clients=2,
+                              **clocks())
+    with serving(server, story) as address:
+        socks = holders(address, story, 2)
+        try:
+            took = expect_503(address, story, "a third client")
+            story.check(took < 0.5, "the 503 within 0.5 s (a refusal must not wait for a slot)",
+                        f"{took:.2f} s")
+            socks.pop().close()
+            story.step("one holder left")
+            admitted(address, story, "a new client (once the slot is back)").close()
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+@pytest.mark.task("09.cap")
+def test_a_flood_costs_no_threads_and_no_slots(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_clients=2,
+                              **clocks())
+    with serving(server, story) as address:
+        socks = holders(address, story, 2)
+        try:
+            before = type(server).threads_started
+            story.step("then 20 more clients connected, one after another")
+            slowest = max(expect_503(address, story, f"flood client {i}") for i in range(20))
+            story.check(slowest < 0.5, "every 503 within 0.5 s", f"the slowest took {slowest:.2f} s")
+            spent = type(server).threads_started - before
+            story.check(spent == 0, "no thread for a refused connection (admit() refuses on "
+                        "the accept thread, before a thread exists)",
+                        f"{spent} connections reached a client thread")
+            line = next((m for m in logs.lines(logging.WARNING) if "REJECT" in m), None)
+            story.check(line is not None, "a REJECT warning in the log",
+                        repr(logs.lines(logging.WARNING)[:3]))
+        finally:
+            for sock in socks:
+                sock.close()
+        wait_for_active(address, story, 1)
+        story.step("the holders left: a health check sees only itself")
+        socks = holders(address, story, 2)  # both slots free again: not one leaked
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.task("09.cap")
+def test_active_connections_counts_connections_not_threads(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_clients=10,
+                              **clocks())
+    with serving(server, story) as address:
+        helpers = [threading.Thread(target=time.sleep, args=(1.0,), daemon=True,
+                                    name="grader-busy") for _ in range(5)]
+        for t in helpers:
+            t.start()
+        story.step("(5 unrelated threads are running in the process)")
+        socks = holders(address, story, 3)
+        try:
+            data = health(address, story)
+            story.check(data.get("active_connections") == 4, "active_connections 4 (three "
+                        "holders and the health check itself)", repr(data))
+            story.check(data.get("max_clients") == 10 and data.get("status") == "ok",
+                        "status 'ok' and max_clients 10", repr(data))
+            story.check(isinstance(data.get("uptime_s"), (int, float)) and data["uptime_s"] >= 0,
+                        "uptime_s, a number of seconds", repr(data))
+        finally:
+            for sock in socks:
+                sock.close()
+        wait_for_active(address, story, 1)
+
+
+# --------------------------------------------------------------------------- 09.slow_peers
+
+
+@pytest.mark.task("09.slow_peers")
+def test_trickled_headers_are_dropped_at_the_header_deadline(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger,
+                              **clocks(header_timeout=0.6, idle_timeout=3.0))
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        with trickler(sock, HEAD, interval=0.1) as state:
+            story.step("the client trickles a request head, one byte every 0.1 s "
+                       "(header_timeout 0.6 s, idle_timeout 3 s)")
+            how, _, data = closed_within(sock, 3.0)
+            took = time.monotonic() - state["first"]
+        story.check(how in ("closed", "reset"), "the server to hang up on the trickler",
+                    f"still open after {took:.2f} s")
+        check_drop_time(story, took, 0.6, "header_timeout, counted from the first byte")
+        story.check(not data or data.startswith(b"HTTP/1.1 408"), "nothing, or a 408, before "
+                    "the close", short(data))
+
+
+@pytest.mark.task("09.slow_peers")
+@pytest.mark.parametrize("how", ["trickled", "shorter-than-announced"])
+def test_slow_bodies_are_dropped_at_the_body_deadline(lesson, story, root, logs, how):
+    server = make_http_server(lesson, story, root, logger=logs.logger,
+                              **clocks(body_timeout=0.6, header_timeout=3.0, idle_timeout=3.0))
+    head = request("POST", "/echo", [("Content-Type", "application/json"),
+                                     ("Content-Length", "60")], length=False)
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        sock.sendall(head)
+        sent_at = time.monotonic()
+        story.step(f"sent a head announcing 60 bytes of body (body_timeout 0.6 s, others 3 s)")
+        if how == "trickled":
+            with trickler(sock, b'{"a": "' + b"x" * 60, interval=0.1):
+                story.step("then trickled the body, one byte every 0.1 s")
+                result, _, _ = closed_within(sock, 3.0)
+        else:
+            sock.sendall(b'{"a": 1}')
+            story.step("then sent 8 bytes of it and waited")
+            result, _, _ = closed_within(sock, 3.0)
+        took = time.monotonic() - sent_at
+        story.check(result in ("closed", "reset"), "the server to hang up",
+                    f"still open after {took:.2f} s")
+        check_drop_time(story, took, 0.6, "body_timeout, counted from the end of the head")
+
+
+@pytest.mark.task("09.slow_peers")
+def test_a_client_that_never_reads_is_dropped(lesson, story, root, logs):
+    (root / "big.bin").write_bytes(os.urandom(1024) * (16 * 1024))  # 16 MiB
+    server = make_http_server(lesson, story, root, logger=logs.logger,
+                              **clocks(send_timeout=0.5))
+    with serving(server, story) as address:
+        sock = slow_reader(address)
+        with sock:
+            sock.sendall(request("GET", "/big.bin"))
+            sent_at = time.monotonic()
+            story.step("a client with a 4 KiB receive buffer asked for a 16 MiB file and "
+                       "never read (send_timeout 0.5 s)")
+            wait_for_active(address, story, 1, within=3.0)
+            took = time.monotonic() - sent_at
+            check_drop_time(story, took, 0.5, "send_timeout")
+            _, _, data = closed_within(sock, 2.0)
+            story.check(len(data) < 16 * 1024 * 1024, "the response cut short (the server gave "
+                        "up on this client)", f"all {len(data)} bytes were delivered")
+
+
+@pytest.mark.task("09.slow_peers")
+def test_the_body_cap_is_checked_before_reading(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_body=1000,
+                              **clocks(body_timeout=3.0))
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        sock.sendall(request("POST", "/echo", [("Content-Type", "application/json"),
+                                               ("Content-Length", "1000000000")], length=False))
+        story.step("announced a 1 GB body (max_body 1000) and sent none of it")
+        started = time.monotonic()
+        reply = expect_response(Reader(sock), story, "413 at once, before any body")
+        took = time.monotonic() - started
+        check_status(story, reply, 413)
+        story.check(took < 1.0, "the 413 within 1 s (the body timeout is 3 s: a server that "
+                    "waits for the body is late)", f"{took:.2f} s")
+
+
+@pytest.mark.task("09.slow_peers")
+def test_resets_and_garbage_leave_the_server_healthy(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_clients=5,
+                              **clocks())
+    with serving(server, story) as address:
+        for data, what in [(b"GET /hello.txt HTTP/1.1\r\nHo", "half a head"),
+                           (request("POST", "/echo", [("Content-Type", "application/json"),
+                                                      ("Content-Length", "100")],
+                                    length=False) + b'{"a":', "a head and half a body"),
+                           (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(40),
+                            "a TLS hello (binary garbage)")]:
+            sock = socket.create_connection(address, WAIT)
+            sock.sendall(data)
+            time.sleep(0.05)
+            reset(sock)
+            story.step(f"a client sent {what}, then reset the connection")
+        wait_for_active(address, story, 1)
+        reply = exchange(address, request("POST", "/echo", [("Content-Type", "application/json")],
+                                          b'{"still": ["alive", 1]}'), story, "an echo")
+        check_status(story, reply, 200)
+        story.check(reply.json() == {"received": {"still": ["alive", 1]}},
+                    "{'received': {'still': ['alive', 1]}}", short(reply.body))
+
+
+@pytest.mark.task("09.slow_peers")
+def test_echo_and_its_refusals(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_json_depth=4,
+                              **clocks())
+    json_type = [("Content-Type", "application/json")]
+    with serving(server, story) as address:
+        for data, status in [
+            (request("POST", "/echo", json_type, b"[[[[1]]]]"), 200),
+            (request("POST", "/echo", json_type, b"[[[[[1]]]]]"), 400),
+            (request("POST", "/echo", [("Content-Type", "text/plain")], b"hi"), 415),
+            (request("POST", "/echo", json_type), 411),
+            (request("GET", "/echo"), 405),
+            (request("DELETE", "/hello.txt"), 405),
+            (request("BREW", "/"), 501),
+            (request("GET", "/", host=False), 400),
+            (request("GET", "/../secret.txt"), 404),
+            (request("GET", "/%2e%2e/secret.txt"), 404),
+        ]:
+            reply = exchange(address, data, story, f"a {status}")
+            check_status(story, reply, status)
+            check_protected(story, reply, f"a {status}")
+            story.check(b"TOP SECRET" not in reply.body, "no secret", short(reply.body))
+            if status == 200:
+                story.check(reply.json() == {"received": [[[[1]]]]}, "{'received': [[[[1]]]]}",
+                            short(reply.body))
+            if status == 405:
+                story.check(reply.header("allow") is not None, "an Allow header on a 405",
+                            short(reply.raw_head, 300))
+
+
+@pytest.mark.task("09.slow_peers")
+def test_a_bug_is_a_500_and_logs_are_escaped(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, **clocks())
+    with serving(server, story) as address:
+        reply = exchange(address, request("GET", "/boom", [("User-Agent", "grader\x85agent")]),
+                         story, "a 500 (the grader's route raises for /boom)")
+        check_status(story, reply, 500)
+        check_protected(story, reply, "the 500")
+        story.check(b"boom" not in reply.raw_head + reply.body and b"Traceback" not in reply.body,
+                    "nothing of the exception in the response", short(reply.body, 200))
+        forged = b"GET /x\n127.0.0.1 FORGED 200 HTTP/1.1\r\nHost: a\r\n\r\n"
+        reply = exchange(address, forged, story, "a 400 for a bare LF in the request line")
+        check_status(story, reply, 400)
+        reply = exchange(address, request("GET", "/hello.txt"), story, "a 200 afterwards")
+        check_status(story, reply, 200)
+        time.sleep(0.1)
+        lines = logs.lines()
+        story.check(any("incident" in line for line in lines), "an incident line in the log",
+                    repr(lines[-5:]))
+        story.check(any("FORGED" in line for line in lines), "the refused request in the log",
+                    repr(lines[-5:]))
+        for line in lines:
+            story.check(line.isprintable(), "every log line printable: CR, LF and other "
+                        "controls from a request escaped (log_safe)", repr(line))
+
+
+# --------------------------------------------------------------------------- 09.program
+
+
+def raise_if_not_implemented(stderr: str) -> None:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("NotImplementedError"):
+            raise NotImplementedError(line.partition(":")[2].strip() or "see the traceback")
+
+
+class Program:
+    """`python -m <package>.http_server` as a subprocess, never outliving the test."""
+    FIRST_LINE = re.compile(r"listening on http://(\d{1,3}(?:\.\d{1,3}){3}):(\d+)\s*$")
+
+    def __init__(self, folder: Path, tmp_path: Path, story):
+        self.package, self.tmp_path, self.story = folder.name, tmp_path, story
+        paths = [str(folder.parent), str(REPO), os.environ.get("PYTHONPATH", "")]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        self.env.pop("PYTHONUNBUFFERED", None)  # a real pipe: the first line must be flushed
+        self.procs = []
+
+    def command(self, *flags):
+        return [sys.executable, "-m", f"{self.package}.http_server", *flags]
+
+    def run(self, *flags):
+        self.story.step(f"ran: python -m {self.package}.http_server {' '.join(flags)}")
+        try:
+            done = subprocess.run(self.command(*flags), capture_output=True, text=True,
+                                  env=self.env, cwd=REPO, timeout=10)
+        except subprocess.TimeoutExpired:
+            self.story.fail("the program to exit", "still running after 10 s")
+        raise_if_not_implemented(done.stderr)
+        return done
+
+    def start(self, *flags):
+        flags = ("--port", "0", *flags)
+        self.story.step(f"started: python -m {self.package}.http_server {' '.join(flags)}")
+        stderr_path = self.tmp_path / f"server-{len(self.procs)}.stderr"
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(self.command(*flags), env=self.env, cwd=REPO,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=stderr, text=True)
+        self.procs.append(proc)
+        box = {}
+        reader = run_in_thread(lambda: box.setdefault("line", proc.stdout.readline()),
+                               name="grader-stdout")
+        try:
+            reader.result(timeout=8.0)
+        except TimeoutError:
+            self.story.fail("a first line 'listening on http://HOST:PORT' within 8 s (flush "
+                            "it: through a pipe, stdout is buffered)", "nothing on stdout")
+        first = box.get("line", "")
+        if not first:
+            proc.wait(timeout=WAIT)
+            text = stderr_path.read_text(errors="replace")
+            raise_if_not_implemented(text)
+            self.story.fail("the program to keep running", f"it exited with {proc.returncode}; "
+                            f"stderr ends {short(text[-300:], 300)}")
+        match = self.FIRST_LINE.match(first)
+        self.story.check(match is not None, "the first line 'listening on http://HOST:PORT'",
+                         repr(first))
+        proc.address = (match.group(1), int(match.group(2)))
+        proc.stderr_path = stderr_path
+        return proc
+
+    def close(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=WAIT)
+            if proc.stdout:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def program(lesson, request, tmp_path, story):
+    folder = Path(request.config.getoption("against")).resolve()
+    runner = Program(folder, tmp_path, story)
+    yield runner
+    runner.close()
+
+
+FLAGS = ["--host", "--port", "--root", "--max-body", "--max-json-depth", "--header-timeout",
+         "--body-timeout", "--idle-timeout", "--send-timeout", "--max-clients", "--log-level"]
+
+
+@pytest.mark.task("09.program")
+def test_help_and_bad_values(program, story):
+    done = program.run("--help")
+    story.check(done.returncode == 0, "--help to exit 0", f"{done.returncode}: {done.stderr[-300:]}")
+    missing = [flag for flag in FLAGS if flag not in done.stdout]
+    story.check(not missing, "every flag in the help", f"missing: {missing}")
+    for flags in [("--max-clients", "0"), ("--header-timeout", "-1"), ("--idle-timeout", "0"),
+                  ("--body-timeout", "0"), ("--send-timeout", "-5"), ("--max-body", "0"),
+                  ("--max-json-depth", "-1"), ("--port", "70000"), ("--max-body", "lots")]:
+        done = program.run("--port", "0", *flags)
+        story.check(done.returncode == 2 and "listening" not in done.stdout,
+                    f"{' '.join(flags)} refused with exit status 2, before listening",
+                    f"status {done.returncode}, stdout {short(done.stdout)}")
+
+
+@pytest.mark.task("09.program")
+def test_the_program_serves_with_safe_defaults(program, story):
+    proc = program.start()
+    story.check(proc.address[0] == "127.0.0.1", "127.0.0.1 by default", proc.address[0])
+    data = health(proc.address, story)
+    story.check(data.get("status") == "ok" and data.get("max_clients") == 100
+                and data.get("active_connections") == 1,
+                "status ok, max_clients 100 (the default), active_connections 1", repr(data))
+    reply = exchange(proc.address, request("GET", "/"), story, "the demo site's index.html")
+    check_status(story, reply, 200)
+    story.check((reply.header("content-type") or "").startswith("text/html"), "text/html",
+                repr(reply.header("content-type")))
+    check_protected(story, reply, "the index page")
+    reply = exchange(proc.address, request("POST", "/echo", [("Content-Type", "application/json")],
+                                           b'{"n": 1}'), story, "an echo")
+    story.check(reply.status == 200 and reply.json() == {"received": {"n": 1}},
+                "200 {'received': {'n': 1}}", str(reply))
+
+
+@pytest.mark.task("09.program")
+def test_flags_take_effect(program, story, root):
+    proc = program.start("--root", str(root), "--max-clients", "1", "--max-body", "10",
+                         "--header-timeout", "0.6", "--idle-timeout", "3")
+    with socket.create_connection(proc.address, WAIT) as sock:
+        sock.sendall(request("POST", "/echo", [("Content-Type", "application/json"),
+                                               ("Content-Length", "11")], length=False))
+        reply = expect_response(Reader(sock), story, "413 (--max-body 10)")
+        check_status(story, reply, 413)
+    with admitted(proc.address, story, "a client of --root", body=FILE) as holder:
+        story.step("it got the file from --root; then it trickled its next request")
+        with trickler(holder, HEAD, interval=0.1) as state:
+            time.sleep(0.1)
+            expect_503(proc.address, story, "a second client (--max-clients 1)")
+            how, _, _ = closed_within(holder, 3.0)
+            took = time.monotonic() - state["first"]
+        story.check(how in ("closed", "reset"), "the trickler dropped", how)
+        check_drop_time(story, took, 0.6, "--header-timeout")
+
+
+@pytest.mark.task("09.program")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_it_even_with_slow_clients(program, story, signum):
+    proc = program.start("--header-timeout", "30", "--idle-timeout", "30")
+    slow = [socket.create_connection(proc.address, WAIT) for _ in range(3)]
+    try:
+        with contextlib.ExitStack() as stack:
+            for sock in slow:
+                stack.enter_context(trickler(sock, HEAD, interval=0.2))
+            time.sleep(0.2)
+            story.step(f"3 clients trickle headers; then sent {signum.name}")
+            started = time.monotonic()
+            proc.send_signal(signum)
+            try:
+                status = proc.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                story.fail(f"the program to exit within 2 s of {signum.name}", "still running "
+                           "after 3 s")
+            took = time.monotonic() - started
+    finally:
+        for sock in slow:
+            sock.close()
+    story.check(status == 0, f"exit status 0 after {signum.name}",
+                f"{status}; stderr ends {short(proc.stderr_path.read_text()[-300:], 300)}")
+    story.check(took <= 2.0, "the exit within 2 s", f"{took:.2f} s")
