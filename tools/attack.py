@@ -902,6 +902,8 @@ def run_slow_http(attack_name: str, address, connections: int = 50, interval: fl
                 break
             while to_open and (start + (connections - len(to_open)) / rate) <= now:
                 open_one(to_open.pop(0))
+            if not to_open and not live and not reopen:
+                break  # every connection has ended and none will be reopened: nothing to hold
             if first_round and not to_open and not any(c.connecting for c in live.values()):
                 first_round = False
                 if ready is not None:

@@ -35,7 +35,6 @@ import functools
 import http.server
 import json
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -45,6 +44,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+try:
+    import resource  # POSIX only: the open-file limit
+except ImportError:  # Windows: no such limit to raise
+    resource = None
 
 from tools.attack import run_slow_body, run_slow_headers
 from tools.soak import proc_stats
@@ -307,6 +311,8 @@ class BenchResult:
 
 def raise_fd_limit(needed: int) -> str:
     """Make sure this process (and the servers it starts) may open `needed` descriptors."""
+    if resource is None:
+        return "open-file limit: not applicable on this system"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needed:
         return f"open-file limit {soft} (enough for {needed})"

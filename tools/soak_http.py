@@ -320,6 +320,8 @@ def slow(run, address, count, deadline, **options):
         bad.append(f"{report.failed} could not connect, {report.rejected} refused (503)")
     ends = [e.lifetime for e in report.endings if e.how != "cut short"]
     when = f" after {min(ends):.1f}-{max(ends):.1f} s" if ends else ""
+    cut = sum(1 for e in report.endings if e.how == "cut short")
+    when += f", {cut} replies found cut short" if cut else ""
     codes = ", ".join(f"{code} x{n}" for code, n in sorted(report.replies.items()))
     return f"{report.dropped}/{report.opened} dropped{when}" + (f" ({codes})" if codes else ""), bad
 
