@@ -527,12 +527,13 @@ def http_threads() -> int:
     return sum(1 for t in threading.enumerate() if "process_request_thread" in t.name)
 
 
-def trickle_bytes(address, data: bytes, interval: float, seconds: float):
-    """Lessons 07, 09: send `data` one byte every `interval` s (never all of it if `seconds`
-    runs out first), watching for a hang-up between bytes.
-    Returns (still connected at the end, seconds connected)."""
+def trickle_bytes(address, data: bytes, interval: float, seconds: float, prefix: bytes = b""):
+    """Lessons 07, 09: send `prefix` at once, then `data` one byte every `interval` s (never
+    all of it if `seconds` runs out first), watching for the server giving up between bytes.
+    Returns (still connected at the end, seconds connected since the first byte of `data`)."""
     with socket.create_connection(address, timeout=2.0) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(prefix)
         started = time.monotonic()
         for i in range(len(data)):
             if time.monotonic() - started >= seconds:
@@ -557,3 +558,29 @@ def _gave_up(sock: socket.socket, within: float) -> bool:
         return False
     except ConnectionError:
         return True
+
+
+def http_program(*flags, module: str = "solutions.http_server") -> "ServerProgram":
+    """Lesson 09: the HTTP server program in the background (see ServerProgram); its first
+    line reads 'listening on http://HOST:PORT', so the address is taken from that URL."""
+    import urllib.parse
+    program = ServerProgram(*flags, module=module)
+    url = urllib.parse.urlsplit(program.first_line.split()[-1])
+    program.address = (url.hostname, url.port)
+    return program
+
+
+def run_python(code: str, timeout: float = 60.0):
+    """Lesson 06: run `code` in a child Python (repo root on its path); a CompletedProcess.
+    On timeout the child is killed and subprocess.TimeoutExpired is raised."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          encoding="utf-8", cwd=REPO, env=ENV, timeout=timeout)
+
+
+def answers(address, timeout: float = 1.0) -> bool:
+    """True if something accepts a TCP connection at `address` right now."""
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
