@@ -103,6 +103,8 @@ def logs():
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "task(id): the exercise task (exercises/tasks.toml) "
+                            "that a grader test checks")
     if not graded_dir(config).is_dir():
         raise pytest.UsageError(f"--against {config.getoption('against')}: no such folder")
     config.pluginmanager.register(Guide(load_manifest()), "course-guide")
@@ -185,19 +187,20 @@ def narrate(item, call) -> str | None:
              and not is_grader_file(Path(f.filename))]
     if isinstance(exc, AssertionError) and not yours:
         return None  # a grader's own assert: pytest's assertion report is the story
+    expected = "the grader's next step to go through without an exception"
     if isinstance(exc, NeverReturned):
-        got, where = str(exc), ""
+        expected, got, where = f"{exc.called} to return", str(exc), ""
     elif yours:
         f = yours[-1]
+        expected = "your code to carry on without raising"
         got, where = describe(exc), (f"raised in your code: {Path(f.filename).name}, line "
                                      f"{f.lineno}, in {f.name}()")
     else:
         f = ([f for f in frames if is_grader_file(Path(f.filename))] or frames)[-1]
         meaning = next((text for kind, text in MEANING.items() if isinstance(exc, kind)),
                        "the grader did not expect this")
-        got, where = describe(exc), (f"in the grader's {f.name}() ({Path(f.filename).name}, "
-                                     f"line {f.lineno}): {meaning}")
-    expected = "the grader's next step to go through without an exception"
+        got, where = describe(exc), (f"in the grader's {f.name}(), {Path(f.filename).name} "
+                                     f"line {f.lineno}: {meaning}")
     return story.told(expected, got + (f"\n({where})" if where else ""))
 
 

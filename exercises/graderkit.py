@@ -186,13 +186,17 @@ def is_closed(sock: socket.socket, wait: float = WAIT) -> str:
 class NeverReturned(TimeoutError):
     """A call the grader made in a thread was still running when the grader stopped waiting."""
 
+    def __init__(self, called: str, timeout: float):
+        super().__init__(f"{called} never returned within {timeout} s")
+        self.called = called
+
 
 def run_in_thread(target, *args, name: str = "grader-helper"):
     """Run target(*args) in a daemon thread; returns a handle whose .result(timeout) gives the
     return value, re-raises its exception, or raises NeverReturned if it is still running."""
     box: dict = {}
-    called = getattr(target, "__qualname__", "")
-    called = f"{called}()" if called and "<" not in called else "the call"
+    called = getattr(target, "__name__", "")
+    called = f"{called}()" if called.isidentifier() else "the call"
 
     def runner():
         try:
@@ -215,7 +219,7 @@ def run_in_thread(target, *args, name: str = "grader-helper"):
         def result(timeout: float = WAIT):
             thread.join(timeout)
             if thread.is_alive():
-                raise NeverReturned(f"{called} never returned within {timeout} s")
+                raise NeverReturned(called, timeout)
             if "error" in box:
                 raise box["error"]
             return box["value"]
