@@ -205,8 +205,8 @@ def keepalive_rate(address, seconds: float, clients: int = 1, timeout: float = 5
     return sum(counts) / (time.perf_counter() - started)
 
 
-def honest_get(address, timeout: float) -> tuple[float | None, str]:
-    """One GET on a new connection: (seconds, "ok") or (None, why it failed)."""
+def honest_get(address, timeout: float) -> tuple[float, str]:
+    """One GET on a new connection: (seconds, "ok") or (seconds, why it failed)."""
     request = (f"GET {FILE} HTTP/1.1\r\nHost: {address[0]}:{address[1]}\r\n"
                "Connection: close\r\n\r\n").encode()
     started = time.perf_counter()
@@ -215,13 +215,13 @@ def honest_get(address, timeout: float) -> tuple[float | None, str]:
             sock.sendall(request)
             status, body = _read_reply(sock, bytearray())
     except TimeoutError:
-        return None, "timeout"
+        return time.perf_counter() - started, "timeout"
     except ConnectionRefusedError:
-        return None, "refused"
+        return time.perf_counter() - started, "refused"
     except OSError:
-        return None, "reset"
+        return time.perf_counter() - started, "reset"
     if status != 200 or len(body) != FILE_SIZE:
-        return None, str(status)
+        return time.perf_counter() - started, str(status)
     return time.perf_counter() - started, "ok"
 
 
@@ -242,6 +242,7 @@ class LatencyRow:
     attack: str
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
     failures: dict = field(default_factory=dict)          # reason -> count
+    failure_times: list[float] = field(default_factory=list)  # seconds until each failure
     threads: int | None = None   # server threads while the honest client ran
     rss_mib: float | None = None
     attack_summary: str = ""     # what the attack achieved, e.g. "100 held, 150 refused (503)"
@@ -288,6 +289,8 @@ class BenchResult:
         lines += [header, "    " + "-" * (len(header) - 4)]
         for r in self.rows:
             why = ", ".join(f"{n} {k}" for k, n in sorted(r.failures.items()))
+            if r.failure_times:  # a refusal that comes at once is a defence; a hang is not
+                why += f", each within {max(r.failure_times) * 1000:.1f} ms"
             p50, p99 = r.ms(50), r.ms(99)
             lines.append(
                 f"    {r.server:<28} {r.attack:<8} {'-' if p50 is None else f'{p50:.1f}':>7} "
@@ -302,7 +305,9 @@ class BenchResult:
         return {"throughput": self.throughput, "settings": self.settings, "notes": self.notes,
                 "rows": [{"server": r.server, "attack": r.attack, "p50_ms": r.ms(50),
                           "p99_ms": r.ms(99), "failed": r.failed, "asked": r.asked,
-                          "failures": r.failures, "threads": r.threads, "rss_mib": r.rss_mib,
+                          "failures": r.failures,
+                          "slowest_failure_ms": max(r.failure_times, default=0) * 1000,
+                          "threads": r.threads, "rss_mib": r.rss_mib,
                           "attack_summary": r.attack_summary} for r in self.rows]}
 
 
@@ -339,6 +344,7 @@ def honest_latencies(program: Program, row: LatencyRow, count: int, pause: float
             row.latencies.append(seconds)
         else:
             row.failures[outcome] = row.failures.get(outcome, 0) + 1
+            row.failure_times.append(seconds)
         if n == count // 2:  # mid-run: what the server carries while it serves us
             stats = program.stats()
             row.threads = stats["threads"]
@@ -428,10 +434,12 @@ def run_benchmark(seconds: float = 5.0, clients: int = 1, honest: int = 200,
     return result
 
 
-def plot(result: BenchResult, path) -> None:
-    """Save the figures as a PNG: requests/s, and honest latency p50/p99 with failures."""
+def plot(result: BenchResult, path=None):
+    """Requests/s, and honest latency p50/p99 with failures: saved as a PNG at `path`, or,
+    with no path (a notebook), returned as a matplotlib Figure."""
     import matplotlib
-    matplotlib.use("Agg")
+    if path is not None:
+        matplotlib.use("Agg")  # a file needs no display
     import matplotlib.pyplot as plt
 
     from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -471,8 +479,11 @@ def plot(result: BenchResult, path) -> None:
     right.set_title("(b) an honest client, a new connection per request")
     right.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
+    if path is None:
+        return fig
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return None
 
 
 # --------------------------------------------------------------------------- the program

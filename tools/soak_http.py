@@ -231,8 +231,8 @@ def lying_length(address, count, deadline):
     gone = sum(1 for r in silent if r.status is None and r.closed)
     return (f"silent after 10 of 1000 bytes: {text or '-'}"
             + (f", {gone} closed without 408" if gone else "")
-            + f"; {count} half-closed early"), bad + [f"{r.error}" for r in silent
-                                                       if r.status is None and not r.closed]
+            + f"; {count} half-closed early"), bad + sorted({f"no answer: {r.error}" for r in silent
+                                                            if r.status is None and not r.closed})
 
 
 def cl_and_te(address, count):
