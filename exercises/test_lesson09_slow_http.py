@@ -6,6 +6,7 @@ clocks far away, so a deadline twice too long fails and a machine three times sl
     python -m exercises.http_server ...   (the program graders; with --against DIR, DIR's name)
 """
 import contextlib
+import io
 import json
 import logging
 import os
@@ -739,18 +740,28 @@ FLAGS = ["--host", "--port", "--root", "--max-body", "--max-json-depth", "--head
 
 
 @pytest.mark.task("09.program")
-def test_help_and_bad_values(program, story):
+def test_help_and_bad_values(lesson, program, story):
     done = program.run("--help")
     story.check(done.returncode == 0, "--help to exit 0", f"{done.returncode}: {done.stderr[-300:]}")
     missing = [flag for flag in FLAGS if flag not in done.stdout]
     story.check(not missing, "every flag in the help", f"missing: {missing}")
-    for flags in [("--max-clients", "0"), ("--header-timeout", "-1"), ("--idle-timeout", "0"),
-                  ("--body-timeout", "0"), ("--send-timeout", "-5"), ("--max-body", "0"),
-                  ("--max-json-depth", "-1"), ("--port", "70000"), ("--max-body", "lots")]:
-        done = program.run("--port", "0", *flags)
-        story.check(done.returncode == 2 and "listening" not in done.stdout,
-                    f"{' '.join(flags)} refused with exit status 2, before listening",
-                    f"status {done.returncode}, stdout {short(done.stdout)}")
+    done = program.run("--port", "0", "--max-clients", "0")
+    story.check(done.returncode == 2 and "listening" not in done.stdout,
+                "--max-clients 0 refused with exit status 2, before listening",
+                f"status {done.returncode}, stdout {short(done.stdout)}")
+    for flags in [("--header-timeout", "-1"), ("--idle-timeout", "0"), ("--body-timeout", "0"),
+                  ("--send-timeout", "-5"), ("--max-body", "0"), ("--max-json-depth", "-1"),
+                  ("--port", "70000"), ("--max-body", "lots"), ("--max-clients", "-3")]:
+        story.step(f"build_parser().parse_args({list(flags)!r}) (in this process)")
+        with contextlib.redirect_stderr(io.StringIO()):
+            try:
+                args = lesson.build_parser().parse_args(list(flags))
+            except SystemExit as exc:
+                code = exc.code
+            else:
+                code = f"no error: {args}"
+        story.check(code == 2, f"{' '.join(flags)} refused (argparse exits with status 2)",
+                    str(code))
 
 
 @pytest.mark.task("09.program")
