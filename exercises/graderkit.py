@@ -434,6 +434,7 @@ def expect(sock: socket.socket, story: Transcript, message, expected: str,
 
 
 BUSY = "server busy, try later"  # what a server with a cap on clients says to one too many
+BUSY_AT_ONCE = 0.5  # seconds: "at once" even on a slow machine, yet shorter than any wait
 
 
 def expect_busy(address, story: Transcript, who: str = "one client too many",
@@ -441,13 +442,17 @@ def expect_busy(address, story: Transcript, who: str = "one client too many",
     """Connect and, without sending anything, expect the busy frame at once (a server that
     makes the extra client wait still spends a thread on it), then, if check_close, a close.
     Returns peer_of(that client), to look for in the server's log."""
+    started = time.monotonic()
     with connect(address, story) as client:
         try:
             reply = read_frame(client)
         except OSError as exc:
             story.fail(f"{who} to be told {BUSY!r} at once (not made to wait)", describe(exc))
+        took = time.monotonic() - started
         story.check(reply == BUSY.encode(), f"{who} to be told {BUSY!r}", short(reply))
-        story.step(f"{who} was told {BUSY!r}")
+        story.step(f"{who} was told {BUSY!r} after {took:.2f} s")
+        story.check(took <= BUSY_AT_ONCE, f"the busy reply at once (within {BUSY_AT_ONCE} s of "
+                    "connecting): never wait for a slot to free up", f"after {took:.2f} s")
         if check_close:
             how = is_closed(client)
             story.check(how in ("closed", "reset"), "the server to close a rejected connection",

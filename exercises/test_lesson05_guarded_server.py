@@ -4,12 +4,14 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 import time
 
 import pytest
 
-from graderkit import (WAIT, connect, describe, expect, expect_busy, expect_dropped, frame, is_closed, make_server,
-                       peer_of, read_frame, run_in_thread, serving, short, trickling,
+from graderkit import (WAIT, check_on_time, connect, describe, expect, expect_busy,
+                       expect_dropped, frame, is_closed, make_server, peer_of, read_frame,
+                       reset, run_in_thread, serving, short, slow_reader, trickling,
                        wait_for_line)
 
 
@@ -53,8 +55,8 @@ def honest_client(server, story, within=2.0):
 
 
 def leave(sock, story, who="the honest client"):
-    """Say quit and wait for the close. The server gives the slot back before it closes the
-    connection, so once we see the close the slot is free: no race with the next client."""
+    """Say quit and wait for the close. The slot comes back a moment after the close (the
+    server releases it once the connection is closed), so the next client retries."""
     with sock:
         expect(sock, story, "quit", "bye", who=who)
         how = is_closed(sock)
@@ -108,34 +110,106 @@ def test_recv_msg_by_reads_whole_messages(lesson, story):
         sender.result()
 
 
+def timed_recv_msg_by(lesson, story, sock, *args, wait=WAIT):
+    """call_recv_msg_by, also returning when it ended (a time.monotonic() value)."""
+    text, error = call_recv_msg_by(lesson, story, sock, *args, wait=wait)
+    return text, error, time.monotonic()
+
+
 @pytest.mark.task("05.deadline")
 def test_recv_msg_by_drops_a_trickling_sender(lesson, story):
     reader, writer = pair()
     with reader, writer:
         data = frame("x" * 40)
+        story.step("(idle_timeout 3.0 s, message_deadline 0.6 s: far apart, so the grader can "
+                   "tell which clock stopped the sender)")
         with trickling(writer, story, data) as finish:
-            started = time.monotonic()
-            got, error = call_recv_msg_by(lesson, story, reader, 100, 0.3, 0.5, wait=2.5)
-            took = time.monotonic() - started
+            first_byte = time.monotonic()
+            got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 3.0, 0.6, wait=2.5)
             sent = finish()
         story.check(isinstance(error, TimeoutError),
-                    "a TimeoutError (DeadlineExceeded) about 0.5 s after the first byte: the "
+                    "a TimeoutError (DeadlineExceeded) about 0.6 s after the first byte: the "
                     "gaps (0.1 s) are shorter than idle_timeout, so only a deadline stops this",
-                    describe(error) if error else f"the message {short(got)} after {took:.2f} s")
+                    describe(error) if error else f"the message {short(got)}")
         story.check(sent < len(data), "to give up before the sender finished",
                     f"waited for all {sent} bytes")
-        story.step(f"recv_msg_by gave up after {took:.2f} s, {sent} of {len(data)} bytes sent")
+        check_on_time(story, "DeadlineExceeded (counted from the first byte)",
+                      ended - first_byte, 0.6)
+
+
+@pytest.mark.task("05.deadline")
+def test_the_deadline_covers_the_header(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        writer.sendall(b"\x00\x00\x00")
+        first_byte = time.monotonic()
+        story.step("the grader sent 3 of the header's 4 bytes, then nothing (idle_timeout "
+                   "3.0 s, message_deadline 0.6 s)")
+        got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 3.0, 0.6, wait=2.5)
+        story.check(isinstance(error, TimeoutError),
+                    "DeadlineExceeded: the message began with its first header byte, so the "
+                    "deadline covers the rest of the header too",
+                    describe(error) if error else repr(got))
+        check_on_time(story, "DeadlineExceeded (counted from the first header byte)",
+                      ended - first_byte, 0.6)
+
+
+@pytest.mark.task("05.deadline")
+def test_a_steady_sender_may_take_longer_than_the_idle_timeout(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        data = frame("steady " * 4)
+        pieces = [data[i:i + 3] for i in range(0, len(data), 3)]
+
+        def steady():
+            for piece in pieces:
+                writer.sendall(piece)
+                time.sleep(0.1)
+        sender = run_in_thread(steady, name="grader-send")
+        story.step(f"the grader sent a frame in {len(pieces)} pieces, one every 0.1 s "
+                   f"({len(pieces) * 0.1:.1f} s in all; idle_timeout 0.3 s, message_deadline "
+                   "3.0 s)")
+        got, error = call_recv_msg_by(lesson, story, reader, 100, 0.3, 3.0, wait=3.5)
+        story.check(got == "steady " * 4, f"{'steady ' * 4!r}: each gap is shorter than "
+                    "idle_timeout and the whole message is within message_deadline (once a "
+                    "message has begun, the deadline bounds it, not the idle timeout)",
+                    describe(error) if error else repr(got))
+        sender.result()
+
+
+@pytest.mark.task("05.deadline")
+def test_the_deadline_uses_a_monotonic_clock(lesson, story, monkeypatch):
+    real_time, jumps = time.time, iter(range(10**9))
+    # A wall clock may be stepped back at any moment (NTP, an admin, a VM resumed). This one
+    # goes back an hour every time it is read; time.monotonic() never goes back.
+    monkeypatch.setattr(time, "time", lambda: real_time() - 3600 * next(jumps))
+    story.step("the grader made time.time() go back an hour each time it is read (a wall "
+               "clock being corrected); time.monotonic() is untouched")
+    reader, writer = pair()
+    with reader, writer:
+        data = frame("y" * 40)
+        with trickling(writer, story, data) as finish:
+            first_byte = time.monotonic()
+            got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 3.0, 0.6, wait=2.5)
+            finish()
+    story.check(isinstance(error, TimeoutError),
+                "DeadlineExceeded about 0.6 s after the first byte, whatever the wall clock "
+                "does (measure a deadline with time.monotonic(), never time.time())",
+                describe(error) if error else f"the message {short(got)}")
+    check_on_time(story, "DeadlineExceeded", ended - first_byte, 0.6)
 
 
 @pytest.mark.task("05.deadline")
 def test_recv_msg_by_uses_the_idle_timeout_before_a_message(lesson, story):
     reader, writer = pair()
     with reader, writer:
-        story.step("the grader sent nothing")
-        got, error = call_recv_msg_by(lesson, story, reader, 100, 0.3, 5.0)
+        story.step("the grader sent nothing (idle_timeout 0.6 s, message_deadline 3.0 s)")
+        started = time.monotonic()
+        got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 0.6, 3.0)
         story.check(isinstance(error, TimeoutError),
-                    "a TimeoutError after idle_timeout (0.3 s) of silence",
+                    "a TimeoutError after idle_timeout (0.6 s) of silence",
                     describe(error) if error else repr(got))
+        check_on_time(story, "the idle TimeoutError", ended - started, 0.6)
 
 
 @pytest.mark.task("05.deadline")
@@ -197,16 +271,38 @@ def test_recv_msg_by_reports_a_closed_connection(lesson, story):
 
 @pytest.mark.task("05.deadline")
 def test_the_server_drops_a_trickling_client(lesson, story, logs):
-    server = make_server(lesson.GuardedServer, story, idle_timeout=0.3, message_deadline=0.5,
+    server = make_server(lesson.GuardedServer, story, idle_timeout=3.0, message_deadline=0.6,
                          logger=logs.logger)
     with serving(server, story) as address, connect(address, story) as client:
         expect(client, story, "echo hi", "hi")
         data = frame("echo " + "x" * 35)
         with trickling(client, story, data) as finish:
-            expect_dropped(client, story, "message_deadline is 0.5 s", wait=2.0)
+            expect_dropped(client, story, "message_deadline 0.6 s, from the first byte",
+                           clock=0.6)
             sent = finish()
         story.check(sent < len(data), "to be dropped before the message was complete",
                     f"all {sent} bytes went out first")
+
+
+@pytest.mark.task("05.deadline")
+def test_the_server_tells_its_two_clocks_apart(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, idle_timeout=3.0, message_deadline=0.6,
+                         logger=logs.logger)
+    with serving(server, story) as address:
+        with connect(address, story) as client:
+            expect(client, story, "echo hi", "hi")
+            client.sendall(b"\x00\x00\x00")
+            first_byte = time.monotonic()
+            story.step("the client sent 3 header bytes, then nothing")
+            expect_dropped(client, story, "message_deadline 0.6 s, from the first header byte",
+                           clock=0.6, since=first_byte)
+    server = make_server(lesson.GuardedServer, story, idle_timeout=0.6, message_deadline=3.0,
+                         logger=logs.logger)
+    with serving(server, story) as address:
+        with connect(address, story) as client:
+            expect(client, story, "echo hi", "hi")
+            story.step("the client then said nothing")
+            expect_dropped(client, story, "idle_timeout 0.6 s, from the reply", clock=0.6)
 
 
 # --------------------------------------------------------------------------- 05.cap
@@ -253,12 +349,86 @@ def test_rejections_do_not_raise_the_cap(lesson, story, logs):
                          message_deadline=5.0, logger=logs.logger)
     with serving(server, story) as address:
         for round_ in range(2):
-            with connect(address, story) as holder:
-                expect(holder, story, f"echo holder {round_}", f"holder {round_}", who="the holder")
+            story.step(f"round {round_ + 1}: a holder takes the only slot")
+            with honest_client(server, story) as holder:
                 for i in range(3):
                     expect_busy(address, story, f"extra client {i}")
             story.step("the holder left")
             leave(honest_client(server, story), story)
+
+
+def over_cap_clients(address, count, read_busy=True):
+    """count raw connections over the cap, each with a tiny receive buffer. With read_busy,
+    each reads its busy frame (so the server has dealt with it); else they never read."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sock.settimeout(WAIT)
+        socks.append(sock)
+        sock.connect(address)
+        if read_busy:
+            read_frame(sock)
+    return socks
+
+
+@pytest.mark.task("05.cap")
+def test_a_flood_starts_no_thread_beyond_the_cap(lesson, story, logs, monkeypatch):
+    server = make_server(lesson.GuardedServer, story, max_clients=3, idle_timeout=5.0,
+                         message_deadline=5.0, logger=logs.logger)
+    with serving(server, story) as address:
+        holders = [honest_client(server, story) for _ in range(3)]
+        story.step("three clients hold the three slots (max_clients=3)")
+        before = set(threading.enumerate())
+        started = []
+        real_start = threading.Thread.start
+
+        def counting_start(thread):
+            if not thread.name.startswith("grader-"):
+                started.append(thread.name)
+            return real_start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", counting_start)
+        flood = []
+        try:
+            story.step("the grader opened 50 more connections and held them all open, each "
+                       "reading its busy reply")
+            try:
+                flood = over_cap_clients(address, 50)
+            except OSError as exc:
+                story.fail("each of the 50 to be told busy at once", describe(exc))
+            alive = [t for t in threading.enumerate()
+                     if t not in before and not t.name.startswith("grader-")]
+        finally:
+            monkeypatch.undo()
+            for sock in flood + holders:
+                sock.close()
+        story.check(len(started) <= 1, "no new thread for a client over the cap: check the cap "
+                    "in admit(), on the accept thread, BEFORE a thread is started",
+                    f"{len(started)} threads started during the flood (e.g. {started[:2]})")
+        story.check(len(alive) <= 1, "no more threads alive during the flood than before it",
+                    f"{len(alive)} new threads alive while 50 clients were held open")
+
+
+@pytest.mark.task("05.cap")
+def test_clients_over_the_cap_that_never_read_cannot_stall_the_server(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, max_clients=1, idle_timeout=5.0,
+                         message_deadline=5.0, logger=logs.logger)
+    with serving(server, story) as address:
+        holder = honest_client(server, story)
+        story.step("a holder took the only slot; then 10 clients connected over the cap and "
+                   "never read, never sent, never closed")
+        silent = over_cap_clients(address, 10, read_busy=False)
+        try:
+            expect_busy(address, story, "one more client (it must still be answered at once)")
+            leave(holder, story, who="the holder")
+            story.step("the holder left")
+            started = time.monotonic()
+            honest_client(server, story, within=1.0).close()
+            story.step(f"served {time.monotonic() - started:.2f} s after the holder left")
+        finally:
+            for sock in silent:
+                sock.close()
 
 
 # --------------------------------------------------------------------------- 05.release
@@ -297,6 +467,26 @@ def path_reset(client, story):
     story.step("the client sent half a frame, then reset the connection (SO_LINGER 0, close)")
 
 
+def path_reset_at_once(client, story):
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    story.step("the client reset the connection before sending a byte (SO_LINGER 0, close)")
+
+
+def path_reset_mid_header(client, story):
+    client.sendall(b"\x00\x00")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    story.step("the client sent 2 header bytes, then reset the connection")
+
+
+def path_reset_while_replying(client, story):
+    client.sendall(b"".join(frame(f"echo {'r' * 90}") for _ in range(3000)))
+    story.step("the client sent 3000 requests and read none of the replies (the server's "
+               "4 KiB send buffer fills up)")
+    time.sleep(0.2)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    story.step("then reset the connection while the server was replying")
+
+
 def path_boom(client, story):
     """Needs a server made with make_server(..., boom=True)."""
     client.sendall(frame("boom"))
@@ -306,12 +496,15 @@ def path_boom(client, story):
 
 @pytest.mark.task("05.release")
 @pytest.mark.parametrize("path", [path_close, path_quit, path_oversize, path_idle, path_deadline,
-                                  path_reset, path_boom],
-                         ids=["close", "quit", "oversize", "idle", "deadline", "reset",
-                              "exception"])
+                                  path_reset_at_once, path_reset_mid_header, path_reset,
+                                  path_reset_while_replying, path_boom],
+                         ids=["close", "quit", "oversize", "idle", "deadline",
+                              "reset-before-first-byte", "reset-mid-header", "reset-mid-body",
+                              "reset-while-replying", "exception"])
 def test_the_slot_comes_back(lesson, story, logs, path):
-    server = make_server(lesson.GuardedServer, story, boom=True, max_clients=1, max_msg=100,
-                         idle_timeout=0.3, message_deadline=0.5, logger=logs.logger)
+    server = make_server(lesson.GuardedServer, story, boom=True, sndbuf=4096, max_clients=1,
+                         max_msg=100, idle_timeout=0.3, message_deadline=0.5,
+                         logger=logs.logger)
     with serving(server, story) as address:
         with connect(address, story) as client:
             path(client, story)
