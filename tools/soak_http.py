@@ -28,9 +28,11 @@ one an honest visitor (GET a page, GET /healthz, POST /echo) must get every answ
     flood               connect/close cycles as fast as possible
     pipelined           --count GETs in one send: every reply, in order
 
-Memory and threads come from /proc (Linux; "n/a" elsewhere). Exit status 1 if an honest
-request failed, a scenario got an answer it should not (a leak, a crash, a missing 503), the
-server died, or SIGTERM did not end it with status 0 within 5 s.
+After each scenario /healthz must count 1 active connection (its own): a slot that is never
+given back would, at the cap, turn every visitor away. Memory and threads come from /proc
+(Linux; "n/a" elsewhere). Exit status 1 if an honest request failed, a scenario got an answer
+it should not (a leak, a crash, a missing 503, a slot not given back), the server died, or
+SIGTERM did not end it with status 0 within 5 s.
 """
 from __future__ import annotations
 
@@ -459,6 +461,19 @@ def settle(pid: int, threads: int | None, wait: float) -> None:
         time.sleep(0.05)
 
 
+def settle_active(address, wait: float) -> int | None:
+    """/healthz's active_connections once it is back to 1 (our own request), or after `wait`
+    s. A count that never comes back is a slot leaked for good: at the cap, every visitor
+    would get 503."""
+    ends = time.monotonic() + wait
+    while True:
+        reply = exchange(address, request("GET", "/healthz"), then_close=False)
+        active = _json(reply.body).get("active_connections")
+        if not isinstance(active, int) or active <= 1 or time.monotonic() > ends:
+            return active if isinstance(active, int) else None
+        time.sleep(0.05)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.soak_http",
                                      description=__doc__.split("\n")[0])
@@ -522,6 +537,10 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append((name, achieved, unexpected, before, {}, 0))
                     break
                 settle(proc.pid, base["threads"], wait=3 * deadline + 2)
+                active = settle_active(address, wait=3 * deadline + 2)
+                if active != 1:
+                    unexpected = unexpected + [f"/healthz counts {active} active connections "
+                                               "with only its own request open"]
                 honest.round()
                 rows.append((name, achieved, unexpected, before, proc_stats(proc.pid),
                              honest.lost - lost_before))
