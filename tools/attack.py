@@ -580,7 +580,7 @@ def _content_length(head: bytes) -> int | None:
 class HttpEnding:
     """How one slow connection ended before the attack did."""
     index: int
-    at: float                 # seconds since the attack started (None: found out at the end)
+    at: float                 # seconds since the attack started (for "cut short": the end)
     lifetime: float           # seconds the connection had been open
     how: str                  # "busy" (503), "closed", "reset", "cut short" (slow-read only)
     status: int | None = None  # the last status code the server sent on it, if any
@@ -595,6 +595,7 @@ class SlowHttpReport:
     interval: float
     duration: float
     reconnect: bool = False
+    pace: str = ""            # what each connection does every interval, in words
     elapsed: float = 0.0
     opened: int = 0           # connections the server accepted (reconnects included)
     failed: int = 0           # connection attempts that failed (refused, reset, timed out)
@@ -624,14 +625,12 @@ class SlowHttpReport:
         return f"{held}; {self.rejected} refused (503); {self.dropped} dropped{_span(dropped)}"
 
     def summary(self) -> str:
-        pace = {"slow-headers": "one header byte", "slow-body": "one body byte",
-                "slow-read": "reading the reply slowly"}[self.attack]
         ran = f"ran {self.elapsed:.1f} s" + (", stopped early" if self.stopped else "")
         dropped = [e for e in self.endings if e.how != "busy"]
         timed = [e.lifetime for e in dropped if e.how != "cut short"]
         late = sum(1 for e in dropped if e.how == "cut short")
         lines = [f"{self.attack} on http://{self.target}{self.path}: {self.connections} "
-                 f"connections, {pace} every {self.interval:g} s; {ran}",
+                 f"connections, {self.pace} every {self.interval:g} s; {ran}",
                  _row("connections opened:", self.opened,
                       " (reconnecting after each loss)" if self.reconnect else ""),
                  _row("held open to the end:", self.held,
@@ -712,6 +711,10 @@ def run_slow_http(attack_name: str, address, connections: int = 50, interval: fl
     stop = stop or threading.Event()
     report = SlowHttpReport(attack_name, _label(target), path, connections, interval, duration,
                             reconnect)
+    report.pace = {"slow-headers": "one more header byte",
+                   "slow-body": f"one more body byte (of {body_size})",
+                   "slow-read": f"{read_bytes} reply byte(s) read" if read_bytes
+                   else "nothing read"}[attack_name]
     host = _label(target)
     if attack_name == "slow-headers":
         opener = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tools.attack\r\n"
