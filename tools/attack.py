@@ -990,8 +990,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Attack a server on THIS machine to see which defences hold. Refuses any "
                     "target that is not a loopback address (127.0.0.0/8, ::1). At most "
                     f"{MAX_CONNECTIONS} connections and {MAX_DURATION:g} s.",
-        epilog="Start a server first, e.g. `python -m solutions.message_server --port 0`, and "
-               "pass the port it prints. Ctrl-C stops an attack early and prints the summary.")
+        epilog="Start a server first, e.g. `python -m solutions.message_server --port 0` (or "
+               "`python -m solutions.http_server` for the slow HTTP attacks, with --url "
+               "http://127.0.0.1:PORT/), and pass the port it prints. Ctrl-C stops an attack "
+               "early and prints the summary.")
     attacks = parser.add_subparsers(dest="attack", required=True, metavar="ATTACK")
 
     def target_options(p):
