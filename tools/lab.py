@@ -568,3 +568,19 @@ def http_program(*flags, module: str = "solutions.http_server") -> "ServerProgra
     url = urllib.parse.urlsplit(program.first_line.split()[-1])
     program.address = (url.hostname, url.port)
     return program
+
+
+def run_python(code: str, timeout: float = 60.0):
+    """Lesson 06: run `code` in a child Python (repo root on its path); a CompletedProcess.
+    On timeout the child is killed and subprocess.TimeoutExpired is raised."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          encoding="utf-8", cwd=REPO, env=ENV, timeout=timeout)
+
+
+def answers(address, timeout: float = 1.0) -> bool:
+    """True if something accepts a TCP connection at `address` right now."""
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
