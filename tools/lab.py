@@ -570,6 +570,9 @@ def http_program(*flags, module: str = "solutions.http_server") -> "ServerProgra
     return program
 
 
+# -- end of lessons 07-09 ---------------------------------------------------------------------
+
+
 def run_python(code: str, timeout: float = 60.0):
     """Lesson 06: run `code` in a child Python (repo root on its path); a CompletedProcess.
     On timeout the child is killed and subprocess.TimeoutExpired is raised."""
