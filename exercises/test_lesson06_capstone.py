@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from graderkit import (BUSY, LOOPBACK, WAIT, check_is_now, connect, describe, expect,
-                       expect_busy, expect_dropped, frame, read_frame, run_in_thread, short,
-                       trickling)
+from graderkit import (BUSY, LOOPBACK, WAIT, check_on_time, check_is_now, connect, describe,
+                       expect, expect_busy, expect_dropped, frame, peer_of, read_frame,
+                       read_until_close, reset, run_in_thread, short, trickling)
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_LINE_WAIT = 5.0  # a cold Python start on a slow CI machine can take a second or two
@@ -179,15 +179,21 @@ def trickle_until_dropped(sock, story, data, wait, interval=0.1):
                 f"all {sent} bytes went out first")
 
 
+BIG = 60_000  # bytes: a reply this long never arrives in one recv()
+
+
 class FakeServer:
     """The grader's own server for testing your client on its own. It replies to each message
     with the text reversed (so a client cannot pass by printing anything of its own), to
     "quit" with "bye", and records what it received and how the connection ended."""
 
     def __init__(self, mode="normal"):
-        # "normal"; "busy"; "hang-up": closes after one message, no reply; "silent": never replies
+        # "normal"; "busy"; "hang-up": closes after one message, no reply; "silent": reads but
+        # never replies; "mute": accepts, then neither reads nor replies; "big": each reply is
+        # the reversed text repeated to BIG bytes, sent in small pieces
         self.mode = mode
         self.received = []
+        self.received_at = []  # time.monotonic() of each message
         self.ending = "no connection"
         self.listener = socket.create_server((LOOPBACK, 0))
         self.listener.settimeout(WAIT)
@@ -202,7 +208,11 @@ class FakeServer:
                 return
         with conn:
             # Silent, it outwaits the client's own time limit: only the client may give up.
-            conn.settimeout(10.0 if self.mode == "silent" else WAIT)
+            conn.settimeout(10.0 if self.mode in ("silent", "mute") else WAIT)
+            if self.mode == "mute":
+                read_until_close(conn)
+                self.ending = "the client closed the connection"
+                return
             if self.mode == "busy":
                 conn.sendall(frame(BUSY))
             while True:
@@ -215,6 +225,7 @@ class FakeServer:
                     self.ending = describe(exc)
                     return
                 self.received.append(text)
+                self.received_at.append(time.monotonic())
                 if self.mode == "silent":
                     continue
                 if self.mode in ("busy", "hang-up"):
@@ -224,7 +235,14 @@ class FakeServer:
                     conn.sendall(frame("bye"))
                     self.ending = "bye"
                     return
-                conn.sendall(frame(text[::-1]))
+                reply = frame(text[::-1])
+                if self.mode == "big":
+                    reply = frame((text[::-1] * BIG)[:BIG])
+                    for i in range(0, len(reply), 4096):  # in pieces: one recv cannot get it all
+                        conn.sendall(reply[i:i + 4096])
+                        time.sleep(0.001)
+                    continue
+                conn.sendall(reply)
 
     def finish(self):
         self.done.result(timeout=WAIT * 2)
@@ -433,3 +451,414 @@ def test_the_defaults_are_the_safe_ones(programs, story):
     finally:
         for sock in holders:
             sock.close()
+
+
+# --------------------------------------------------------------------------- every input
+
+
+def exit_status(call, *args):
+    """Run call(*args) expecting argparse to refuse: the SystemExit code, or what happened."""
+    try:
+        result = call(*args)
+    except SystemExit as exc:
+        return exc.code
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        return describe(exc)
+    return result if isinstance(result, int) else f"no exit: it returned {short(result)}"
+
+
+BAD_SERVER_FLAGS = [
+    ("--port", "70000"), ("--port", "-1"), ("--port", "http"),
+    ("--max-msg", "0"), ("--max-msg", "-5"), ("--max-msg", "lots"), ("--max-msg", "1.5"),
+    ("--idle-timeout", "0"), ("--idle-timeout", "-1"), ("--idle-timeout", "soon"),
+    ("--message-deadline", "0"), ("--message-deadline", "-2"), ("--message-deadline", "x"),
+    ("--max-clients", "0"), ("--max-clients", "-3"), ("--max-clients", "many"),
+    ("--max-clients", "2.5"), ("--log-level", "LOUD"),
+]
+
+
+@pytest.mark.task("06.server_cli")
+def test_the_server_parser_refuses_every_invalid_value(lesson, story, capsys):
+    story.step("(argparse's way to refuse a value: an error message and exit status 2, before "
+               "anything starts; a cap of 0 would admit nobody, a negative timeout would crash "
+               "later, a port over 65535 does not exist)")
+    for flag, value in BAD_SERVER_FLAGS:
+        story.step(f"called build_server_parser().parse_args([{flag!r}, {value!r}])")
+        status = exit_status(lesson.build_server_parser().parse_args, [flag, value])
+        err = capsys.readouterr().err
+        story.check(status == 2, f"{flag} {value} refused: SystemExit(2) with a message (use "
+                    "an argparse type that raises ArgumentTypeError)", str(status))
+        story.check(flag in err or value in err, f"the error message to name {flag} or {value}",
+                    short(err, 200))
+
+
+@pytest.mark.task("06.server_cli")
+def test_the_server_parser_defaults_are_the_safe_ones(lesson, story):
+    story.step("called build_server_parser().parse_args([])")
+    args = vars(lesson.build_server_parser().parse_args([]))
+    safe = {"host": "127.0.0.1", "port": 0, "max_msg": 65536, "idle_timeout": 30,
+            "message_deadline": 10, "max_clients": 10, "log_level": "INFO"}
+    for name, value in safe.items():
+        story.check(args.get(name) == value, f"{name} = {value!r} by default",
+                    f"{name} = {args.get(name, '(missing)')!r}")
+    story.step("called build_server_parser().format_help()")
+    help_text = lesson.build_server_parser().format_help()
+    for flag, shown in [("--host", "127.0.0.1"), ("--max-msg", "65536"),
+                        ("--idle-timeout", "30"), ("--message-deadline", "10"),
+                        ("--max-clients", "10")]:
+        part = help_text[help_text.find("\n  " + flag) + 1:]  # its entry, not the usage line
+        part = part[:re.search(r"\n  -", part[2:] + "\n  -").start() + 2]
+        story.check(shown in part, f"the help of {flag} to show its default {shown} (e.g. "
+                    "formatter_class=argparse.ArgumentDefaultsHelpFormatter)", short(part, 200))
+
+
+@pytest.mark.task("06.server_cli")
+def test_the_server_program_refuses_invalid_flags_before_listening(programs, story):
+    cases = [("--max-clients", "0"), ("--port", "70000"), ("--idle-timeout", "soon")]
+    procs = []
+    for flag, value in cases:
+        story.step(f"ran: {programs.describe('message_server', flag, value)}")
+        procs.append(subprocess.Popen(programs.command("message_server", flag, value),
+                                      env=programs.env, cwd=REPO, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+    programs.procs.extend(procs)
+    for (flag, value), proc in zip(cases, procs):
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            story.fail(f"{flag} {value} refused at once", f"still running; stdout {short(out)}")
+        raise_if_not_implemented(err)
+        story.check("listening" not in out, f"{flag} {value} refused BEFORE 'listening on'",
+                    f"stdout {short(out)}")
+        story.check(proc.returncode == 2, f"{flag} {value}: exit status 2 (a usage error)",
+                    f"status {proc.returncode}; stderr {short(err[-200:], 200)}")
+
+
+def run_client_main(lesson, argv, stdin_text=""):
+    """client_main(argv) in this process, with stdin_text as its standard input."""
+    saved = sys.stdin
+    sys.stdin = io.StringIO(stdin_text)
+    try:
+        return exit_status(lesson.client_main, argv)
+    finally:
+        sys.stdin = saved
+
+
+@pytest.mark.task("06.client_cli")
+def test_the_client_refuses_invalid_flags(lesson, story, capsys):
+    for argv in [[], ["--port", "70000"], ["--port", "-1"], ["--port", "p"],
+                 ["--port", "1", "--timeout", "0"], ["--port", "1", "--timeout", "-1"],
+                 ["--port", "1", "--timeout", "later"]]:
+        story.step(f"called client_main({argv!r})" + ("  (no --port: it is required)"
+                                                       if not argv else ""))
+        status = run_client_main(lesson, argv)
+        err = capsys.readouterr().err
+        story.check(status == 2, "SystemExit(2) and a message: refused before connecting",
+                    f"{status}; stderr {short(err, 200)}")
+
+
+@pytest.mark.task("06.client_cli")
+def test_the_client_defaults_to_loopback_and_shows_its_timeout(lesson, story, capsys):
+    fake = FakeServer()
+    story.step("the grader's server listens on 127.0.0.1; called client_main(['--port', "
+               "<port>]) with stdin 'echo x\\nquit\\n' (no --host: the default must be "
+               "127.0.0.1)")
+    status = run_client_main(lesson, ["--port", str(fake.port)], "echo x\nquit\n")
+    out = capsys.readouterr().out
+    fake.finish()
+    story.check(fake.received == ["echo x", "quit"] and status == 0,
+                "the client to reach 127.0.0.1 and exit with status 0",
+                f"status {status}; the server received {fake.received!r}; stdout {short(out)}")
+    story.step("called client_main(['--help'])")
+    status = run_client_main(lesson, ["--help"])
+    help_text = capsys.readouterr().out
+    part = help_text[help_text.find("\n  --timeout") + 1:]  # its entry, not the usage line
+    story.check(status == 0 and "5" in part[:300], "--help to exit 0 and show --timeout's "
+                "default (5 s)", f"status {status}; {short(part, 200)}")
+
+
+# --------------------------------------------------------------------------- the client, live
+
+
+def timed_run_client(lesson, story, fake, lines, timeout):
+    story.step(f"called run_client('127.0.0.1', <port>, {lines!r}, out=StringIO(), "
+               f"timeout={timeout})")
+    out = io.StringIO()
+    started = time.monotonic()
+    call = run_in_thread(lesson.run_client, LOOPBACK, fake.port, lines, out, timeout,
+                         name="grader-run-client")
+    status = call.result_for(story, f"run_client to give up and return 1 after {timeout} s",
+                             timeout=timeout * 2 + 2)
+    return status, out.getvalue(), time.monotonic(), started
+
+
+@pytest.mark.task("06.client_cli")
+@pytest.mark.parametrize("mode", ["silent", "mute"])
+def test_run_client_gives_up_on_a_silent_server_in_time(lesson, story, capsys, mode):
+    fake = FakeServer(mode)
+    story.step("the grader's server " + ("reads each message and never replies" if mode ==
+                                         "silent" else "accepts, then never reads or replies"))
+    status, out, ended, started = timed_run_client(lesson, story, fake, ["echo hello?\n"], 0.6)
+    err = capsys.readouterr().err
+    story.check(status == 1, "run_client to return 1 (no reply within its timeout)",
+                f"{status!r}; out {short(out)}")
+    since = fake.received_at[0] if fake.received_at else started
+    check_on_time(story, "run_client giving up (counted from the message)", ended - since, 0.6)
+    story.check(err.strip().lower().startswith("error") and
+                any(w in err.lower() for w in ("time", "no reply", "silent")),
+                "one clear line on stderr, e.g. 'error: no reply from ... within 0.6 s'",
+                short(err, 200))
+    fake.finish()
+
+
+@pytest.mark.task("06.client_cli")
+def test_run_client_reads_a_long_reply_whole(lesson, story):
+    fake = FakeServer("big")
+    story.step(f"the grader's server answers with a {BIG}-byte reply, sent in 4 KiB pieces")
+    status, out, _, _ = timed_run_client(lesson, story, fake, ["echo abc\n", "echo def\n"], 2.0)
+    fake.finish()
+    want = [("cba ohce" * BIG)[:BIG], ("fed ohce" * BIG)[:BIG]]
+    got = out.splitlines()
+    story.check(got == want, f"two replies of {BIG} characters each, whole (read the length, "
+                "then exactly that many bytes, however many recv() calls it takes)",
+                f"{len(got)} lines of lengths {[len(line) for line in got]}")
+    story.check(status == 0, "status 0 at the end of input", repr(status))
+
+
+def read_line(lines, wait=WAIT):
+    try:
+        return lines.get(timeout=wait)
+    except queue.Empty:
+        return None
+
+
+@pytest.mark.task("06.client_cli")
+def test_the_client_answers_each_line_as_it_is_typed(programs, story):
+    fake = FakeServer()
+    story.step("the grader's server replies with each message reversed")
+    flags = ("--host", LOOPBACK, "--port", str(fake.port))
+    story.step(f"ran: {programs.describe('message_client', *flags)}, typing one line at a time "
+               "and waiting for each reply before typing the next")
+    proc = subprocess.Popen(programs.command("message_client", *flags), env=programs.env,
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    programs.procs.append(proc)
+    lines = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+    threading.Thread(target=pump, name="grader-stdout", daemon=True).start()
+    try:
+        for typed, reply in [("echo one", "eno ohce"), ("upper two", "owt reppu"),
+                             ("quit", "bye")]:
+            proc.stdin.write(typed + "\n")
+            proc.stdin.flush()
+            story.step(f"typed {typed!r}")
+            got = read_line(lines, wait=FIRST_LINE_WAIT if typed == "echo one" else WAIT)
+            if got is None and proc.poll() is not None:
+                raise_if_not_implemented(proc.stderr.read())
+            story.check(got == reply, f"{reply!r} on stdout at once, while the input is still "
+                        "open (read stdin line by line; print each reply with flush=True)",
+                        "nothing yet" if got is None else repr(got))
+        status = proc.wait(timeout=WAIT)
+    finally:
+        if proc.stdin and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    story.check(status == 0, "exit status 0 after quit", str(status))
+    fake.finish()
+
+
+@pytest.mark.task("06.client_cli")
+def test_the_client_program_gives_up_on_a_silent_server_in_time(programs, story):
+    fake = FakeServer("silent")
+    story.step("the grader's server reads messages but never replies")
+    done = programs.client(fake.port, "echo hello?\n", "--timeout", "1.0", timeout=6.0)
+    ended = time.monotonic()
+    fake.finish()
+    story.check(done.returncode == 1, "exit status 1 (no reply within --timeout)",
+                f"status {done.returncode}, stdout {short(done.stdout)}")
+    story.check(bool(fake.received_at), "the message to reach the server", "it never came")
+    # The exit is seen a little after the client gives up: the interpreter has to shut down.
+    check_on_time(story, "the client's exit (counted from its message)",
+                  ended - fake.received_at[0] - 0.1, 1.0)
+    story.check("error" in done.stderr.lower(), "an 'error: ...' line on stderr",
+                short(done.stderr, 200))
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def admitted(address, story, within=2.0):
+    """A client the server has let in: it says 'echo in' and gets 'in', retrying while the
+    server says busy (the previous client's slot comes back a moment after it leaves)."""
+    ends = time.monotonic() + within
+    while True:
+        sock = socket.create_connection(address, timeout=WAIT)
+        sock.sendall(frame("echo in"))
+        try:
+            reply = read_frame(sock)
+        except OSError as exc:
+            reply = describe(exc).encode()
+        if reply == b"in":
+            story.step(f"a client was let in ('echo in' -> 'in')")
+            return sock
+        sock.close()
+        if time.monotonic() > ends:
+            story.fail(f"a client to be let in within {within} s", short(reply))
+        time.sleep(0.05)
+
+
+ENDINGS = {  # how a connection ended -> words, one of which its log lines must contain
+    "quit": ("quit", "bye"),
+    "close": ("disconnect", "closed", "eof", "hung up", "left"),
+    "reset": ("reset",),
+    "idle": ("idle", "timeout", "timed out", "silent"),
+    "deadline": ("deadline", "too slow", "slowloris"),
+    "oversize": ("too large", "limit", "over", "announced", "max"),
+    "reject": ("reject", "busy", "capacity", "full"),
+}
+
+
+@pytest.mark.task("06.end_to_end")
+def test_every_way_a_connection_ends_is_logged(programs, story):
+    server = programs.server("--idle-timeout", "0.4", "--message-deadline", "0.4",
+                             "--max-msg", "100", "--max-clients", "1")
+    peers = {}
+    with admitted(server.address, story) as client:
+        peers["quit"] = peer_of(client)
+        expect(client, story, "quit", "bye")
+        expect_dropped(client, story, "after 'bye'")
+    client = admitted(server.address, story)
+    peers["close"] = peer_of(client)
+    client.close()
+    story.step("the client closed the connection")
+    client = admitted(server.address, story)
+    peers["reset"] = peer_of(client)
+    reset(client, story)
+    with admitted(server.address, story) as client:
+        peers["idle"] = peer_of(client)
+        expect_dropped(client, story, "--idle-timeout 0.4")
+    with admitted(server.address, story) as client:
+        peers["deadline"] = peer_of(client)
+        trickle_until_dropped(client, story, frame("echo " + "d" * 30), wait=2.0)
+    with admitted(server.address, story) as holder:
+        peers["oversize"] = peer_of(holder)
+        peers["reject"] = expect_busy(server.address, story, "a second client (--max-clients 1)")
+        holder.sendall(struct.pack("!I", 1000))
+        story.step("the first client announced 1000 bytes (--max-msg 100)")
+        expect_dropped(holder, story, "over --max-msg")
+    for ending, peer in peers.items():
+        words = ENDINGS[ending]
+        line = None
+        ends = time.monotonic() + WAIT
+        while line is None and time.monotonic() < ends:
+            mine = [l for l in server.stderr().splitlines() if peer in l]
+            line = next((l for l in mine if any(w in l.lower() for w in words)), None)
+            time.sleep(0.02)
+        story.check(line is not None, f"a log line naming {peer} that says how it ended "
+                    f"({ending}: a word like {', '.join(repr(w) for w in words[:3])})",
+                    f"its lines: {short(mine, 400)}")
+    idle_lines = [l for l in server.stderr().splitlines() if peers["idle"] in l]
+    story.check(not any("deadline" in l.lower() for l in idle_lines),
+                "an idle client's lines not to blame a deadline (tell the two clocks apart)",
+                short(idle_lines, 300))
+
+
+@pytest.mark.task("06.end_to_end")
+def test_no_character_from_a_client_garbles_the_server_log(programs, story):
+    server = programs.server()
+    with connect(server.address, story) as client:
+        for nasty in ["\n", "\r", "\x1b[31m", "\u2028", "\x00", "\x85", "\u202e", "\x08"]:
+            text = f"echo a{nasty}2099-01-01 CRITICAL forged"
+            expect(client, story, text, text[5:])
+        expect(client, story, "quit", "bye")
+    time.sleep(0.1)
+    raw = server.stderr()
+    lines = raw.split("\n")
+    bad = [l for l in lines if l and not l.isprintable()]
+    forged = [l for l in lines if l.startswith("2099")]
+    story.check(not bad and not forged, "every log line printable and none starting with a "
+                "client's text (log repr() of what a client sent)", short((bad or forged)[:2], 300))
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+@pytest.fixture
+def signal_safety_net():
+    """While a test sends itself signals: if the code under test has not installed handlers,
+    a signal lands here (and fails the test) instead of killing or interrupting pytest."""
+    caught = []
+
+    def net(signum, frame):
+        caught.append(signum)
+        raise RuntimeError(f"{signal.Signals(signum).name} reached no handler of yours")
+    saved = {s: signal.signal(s, net) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield caught, net
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.task("06.server_cli")
+@pytest.mark.timeout(20)
+def test_stop_signals_never_miss_a_signal(lesson, story, signal_safety_net):
+    import random
+    _, net = signal_safety_net
+    rounds = 200
+    story.step(f"{rounds} times: entered StopSignals(), sent this process SIGINT or SIGTERM "
+               "from another thread after 0-3 ms (so it lands at a random moment), and called "
+               "wait()")
+    pid = os.getpid()
+    rng = random.Random(6)
+    for i in range(rounds):
+        signum = rng.choice([signal.SIGINT, signal.SIGTERM])
+        with lesson.StopSignals() as signals:
+            timer = threading.Timer(rng.random() * 0.003, os.kill, (pid, signum))
+            timer.name = "grader-signal"
+            timer.start()
+            try:
+                got = signals.wait()
+            except NotImplementedError:
+                raise
+            except Exception as exc:
+                story.fail(f"wait() to return {signum.name} (round {i + 1})", describe(exc))
+            timer.join()
+        story.check(got == signum, f"wait() to return {signum.name} (round {i + 1})", repr(got))
+        for s in (signal.SIGINT, signal.SIGTERM):
+            story.check(signal.getsignal(s) is net, "the previous handlers back after the "
+                        "with block (round {})".format(i + 1), repr(signal.getsignal(s)))
+    story.step(f"all {rounds} signals were received, none lost, no hang")
+
+
+@pytest.mark.task("06.server_cli")
+def test_the_server_program_stops_at_any_moment(programs, story):
+    import random
+    rng = random.Random()
+    story.step("started 5 servers; each got SIGINT or SIGTERM at a random moment (0-0.2 s after "
+               "'listening', one while a client was mid-message)")
+    servers = [programs.server() for _ in range(5)]
+    client = connect(servers[0].address, story)
+    client.sendall(frame("echo unfinished")[:7])
+    try:
+        for server in servers:
+            time.sleep(rng.random() * 0.2)
+            server.proc.send_signal(rng.choice([signal.SIGINT, signal.SIGTERM]))
+        for i, server in enumerate(servers):
+            try:
+                status = server.proc.wait(timeout=3.0)
+            except subprocess.TimeoutExpired:
+                story.fail(f"server {i + 1} to exit within 3 s of its signal", "still running")
+            story.check(status == 0, f"server {i + 1} to exit with status 0",
+                        f"status {status}; stderr ends {short(server.stderr()[-300:], 300)}")
+    finally:
+        client.close()
