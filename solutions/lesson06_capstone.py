@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import socket
 import sys
@@ -76,11 +77,22 @@ class StopSignals:
         self._writer.close()
 
 
+# The longest timeout a flag accepts: a day. socket.settimeout() refuses much larger values
+# (OverflowError), and a server should find that out at startup, not at its first client.
+MAX_SECONDS = 86400
+
+
 def _positive(kind):
     """An argparse type that refuses zero and negative numbers at startup, with a clear
-    message, instead of a server that misbehaves later (a cap of 0 admits nobody)."""
+    message, instead of a server that misbehaves later (a cap of 0 admits nobody).
+
+    For float it also refuses "nan" and "inf" (float() accepts both, and `nan <= 0` is False)
+    and anything over MAX_SECONDS: every float flag here is a number of seconds."""
     def parse(text: str):
         value = kind(text)
+        if kind is float and not (math.isfinite(value) and value <= MAX_SECONDS):
+            raise argparse.ArgumentTypeError(f"must be a number of seconds up to {MAX_SECONDS}, "
+                                             f"got {text}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
         return value
