@@ -286,6 +286,23 @@ def honest_client(address, requests: int = 80, pause: float = 0.01):
     return times, failed
 
 
+def after_each_client(server, clients: dict, log_lines: list, measure) -> list:
+    """Lesson 05: one connection per entry of `clients` (name -> the bytes it sends), one after
+    another. The server ends each conversation (its CLOSE line is awaited), except "hangs up",
+    which closes at once. Returns measure() after each client has been dealt with."""
+    results = []
+    closes = lambda: sum(" CLOSE " in line for line in log_lines)
+    for name, data in clients.items():
+        before = closes()
+        with socket.create_connection(server.address, timeout=2.0) as sock:
+            sock.sendall(data)
+            if name != "hangs up":
+                wait_until(lambda: closes() > before)
+        wait_until(lambda: closes() > before) and wait_for_threads(0)
+        results.append(measure())
+    return results
+
+
 def longest_stall(work, tick: float = 0.002) -> tuple[float, float]:
     """Lesson 04: run `work()` in a worker thread while a ticker thread wakes every `tick` s.
 
