@@ -193,7 +193,7 @@ def wait_until(condition, timeout: float = 2.0, step: float = 0.01) -> bool:
     return bool(condition())
 
 
-def wait_for_threads(count: int, timeout: float = 2.0) -> int:
+def wait_for_threads(count: int, timeout: float = 5.0) -> int:
     """Wait until exactly `count` client threads are alive (or `timeout` s); return the count."""
     wait_until(lambda: client_threads() == count, timeout)
     return client_threads()
