@@ -61,7 +61,12 @@ class StopSignals:
 def build_server_parser() -> argparse.ArgumentParser:
     """An argparse parser for the server's flags, with safe defaults: --host 127.0.0.1,
     --port 0, --max-msg 65536, --idle-timeout 30, --message-deadline 10, --max-clients 10,
-    --log-level INFO. Say in each flag's help what it protects against."""
+    --log-level INFO (one of DEBUG, INFO, WARNING, ERROR). Say in each flag's help what it
+    protects against, and show its default (argparse.ArgumentDefaultsHelpFormatter does).
+
+    Refuse a bad value here, at startup: a port outside 0-65535, and zero, a negative number
+    or a non-number for the four limits. Give each flag a `type=` function that raises
+    argparse.ArgumentTypeError, and argparse prints the error and exits with status 2."""
     raise NotImplementedError("build_server_parser(): add the seven flags with safe defaults")
 
 
@@ -81,16 +86,18 @@ def server_main(argv: list[str] | None = None) -> int:
 
 def run_client(host: str, port: int, lines, out=None, timeout: float = 5.0) -> int:
     """Connect (with `timeout`), then for each non-blank line: send it as a message, read one
-    reply and print it to `out` (default sys.stdout). Return 0 after "quit" (the reply is
-    "bye") or when `lines` runs out. If the reply is BUSY, the server closes early, no reply
-    comes within `timeout`, or the connection fails: print "error: ..." to sys.stderr and
-    return 1."""
+    reply and print it to `out` (default sys.stdout) with flush=True, so a person typing
+    sees each reply at once. Return 0 after "quit" (the reply is "bye") or when `lines` runs
+    out. If the reply is BUSY, the server closes early, no reply comes within `timeout`, or
+    the connection fails: print "error: ..." to sys.stderr and return 1."""
     raise NotImplementedError("run_client(): one send_msg + recv_msg per line; stop after quit; "
                               "errors to stderr with exit status 1")
 
 
 def client_main(argv: list[str] | None = None) -> int:
-    """Parse --host (default 127.0.0.1), --port (required), --timeout (default 5), then
-    return run_client(host, port, sys.stdin, sys.stdout, timeout)."""
+    """Parse --host (default 127.0.0.1), --port (required, 0-65535), --timeout (default 5,
+    greater than 0; bad values: exit status 2), then return run_client(host, port,
+    sys.stdin, sys.stdout, timeout). Pass sys.stdin itself, not sys.stdin.read(): a loop over
+    it gets each line as soon as it is typed."""
     raise NotImplementedError("client_main(): parse --host/--port/--timeout, call run_client "
                               "on sys.stdin")

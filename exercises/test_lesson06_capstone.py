@@ -862,3 +862,72 @@ def test_the_server_program_stops_at_any_moment(programs, story):
                         f"status {status}; stderr ends {short(server.stderr()[-300:], 300)}")
     finally:
         client.close()
+
+
+class FirstLineOut(io.StringIO):
+    """A stand-in for sys.stdout that notices the first whole line (and whether it was
+    flushed after it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.line_flushed = threading.Event()
+
+    def flush(self):
+        super().flush()
+        if "\n" in self.getvalue():
+            self.line_flushed.set()
+
+
+@pytest.mark.task("06.server_cli")
+@pytest.mark.timeout(15)
+def test_server_main_serves_then_returns_0_on_sigterm(lesson, story, signal_safety_net,
+                                                      monkeypatch):
+    out = FirstLineOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    pid, seen = os.getpid(), {}
+
+    def drive():
+        if not out.line_flushed.wait(5.0):
+            seen["problem"] = f"no flushed first line within 5 s (stdout: {out.getvalue()!r})"
+        else:
+            match = FIRST_LINE.match(out.getvalue().splitlines()[0])
+            if match is None:
+                seen["problem"] = f"the first line {out.getvalue().splitlines()[0]!r}"
+            else:
+                try:
+                    with socket.create_connection((match.group(1), int(match.group(2))),
+                                                  timeout=WAIT) as sock:
+                        sock.sendall(frame("upper in process"))
+                        seen["reply"] = read_frame(sock).decode()
+                except OSError as exc:
+                    seen["problem"] = describe(exc)
+        seen["signalled"] = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+
+    story.step("called server_main(['--port', '0', '--max-clients', '2']) in the main thread, "
+               "with stdout captured; a helper thread waited for the first line, talked to "
+               "the server, then sent this process SIGTERM")
+    before = set(threading.enumerate())
+    driver = threading.Thread(target=drive, name="grader-driver", daemon=True)
+    driver.start()
+    try:
+        status = lesson.server_main(["--port", "0", "--max-clients", "2"])
+    except NotImplementedError:
+        raise
+    except BaseException as exc:  # SystemExit, or the safety net's RuntimeError
+        story.fail("server_main to return 0 after SIGTERM", describe(exc))
+    returned = time.monotonic()
+    driver.join(WAIT)
+    story.check("problem" not in seen, "'listening on HOST:PORT' printed and flushed, then a "
+                "working server", seen.get("problem", ""))
+    story.check(seen.get("reply") == "IN PROCESS", "the reply 'IN PROCESS'",
+                repr(seen.get("reply")))
+    story.check(status == 0, "server_main to return 0 after SIGTERM", repr(status))
+    story.check(returned - seen["signalled"] < 3.0, "server_main to return within 3 s of "
+                "SIGTERM", f"{returned - seen['signalled']:.2f} s")
+    left = [t.name for t in threading.enumerate()
+            if t not in before and t.is_alive() and not t.name.startswith("grader-")]
+    story.check(not left, "every server thread gone when server_main returns (server.stop())",
+                ", ".join(left))
+    story.check(signal.getsignal(signal.SIGTERM) is signal_safety_net[1],
+                "the previous SIGTERM handler back after server_main", "it was not restored")
