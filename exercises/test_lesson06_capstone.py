@@ -196,7 +196,8 @@ class FakeServer:
         self.received_at = []  # time.monotonic() of each message
         self.ending = "no connection"
         self.listener = socket.create_server((LOOPBACK, 0))
-        self.listener.settimeout(WAIT)
+        # A client PROGRAM may take seconds to start on a busy machine: wait for it that long.
+        self.listener.settimeout(FIRST_LINE_WAIT * 2)
         self.port = self.listener.getsockname()[1]
         self.done = run_in_thread(self.serve, name="grader-fake-server")
 
