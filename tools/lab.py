@@ -6,11 +6,18 @@ One section per group of lessons; each helper says which lesson uses it.
 """
 from __future__ import annotations
 
+import logging
+import os
+import queue
 import random
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 # -- lessons 01-03 ---------------------------------------------------------------------------
 
@@ -146,14 +153,6 @@ def check_decoder(make_decoder, trials: int = 200, seed: int = 3) -> str:
 # -- lessons 04-06 ---------------------------------------------------------------------------
 # Plumbing around the demos of lessons 04-06: logs from server threads, thread counts, an
 # attack in the background, a GIL stall measured, programs started as a terminal would.
-
-import logging  # noqa: E402  (kept with the section that uses it)
-import os  # noqa: E402
-import queue  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
