@@ -394,13 +394,14 @@ class ListHandler(logging.Handler):
         return [r.getMessage() for r in list(self.records) if r.levelno >= min_level]
 
 
-def wait_for_line(logs: ListHandler, *parts, min_level=logging.DEBUG, wait=WAIT):
-    """The first logged line containing every one of parts, waiting up to `wait` s; or None.
-    Server threads log a moment after the client sees the effect, so look more than once."""
+def wait_for_line(logs: ListHandler, *parts, min_level=logging.DEBUG, wait=WAIT, start=""):
+    """The first logged line that begins with `start` and contains every one of parts,
+    waiting up to `wait` s; or None. Server threads log a moment after the client sees the
+    effect, so look more than once."""
     ends = time.monotonic() + wait
     while True:
         for line in logs.lines(min_level):
-            if all(part in line for part in parts):
+            if line.startswith(start) and all(part in line for part in parts):
                 return line
         if time.monotonic() > ends:
             return None
@@ -559,15 +560,15 @@ def slow_reader(address, story: Transcript, rcvbuf: int = 4096) -> socket.socket
 
 
 def check_is_now(story: Transcript, text: str) -> None:
-    """`text` must be an ISO-8601 time within a minute of now (naive: local time or UTC)."""
+    """`text` must be the current time in UTC, ISO-8601 with its offset, to the second: a
+    time without an offset means something different on every machine that reads it."""
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         story.fail("an ISO-8601 time that datetime.fromisoformat() can parse, e.g. "
                    "'2025-01-31T12:00:00+00:00'", short(text))
-    if when.tzinfo is None:
-        nows = [datetime.now(), datetime.now(timezone.utc).replace(tzinfo=None)]
-    else:
-        nows = [datetime.now(timezone.utc)]
-    gap = min(abs((now - when).total_seconds()) for now in nows)
+    story.check(when.utcoffset() is not None and not when.utcoffset(),
+                "a UTC time that says so: '+00:00' at the end (datetime.now(timezone.utc))",
+                short(text))
+    gap = abs((datetime.now(timezone.utc) - when).total_seconds())
     story.check(gap < 60, "the current time (within a minute)", f"{text}, {gap:.0f} s from now")

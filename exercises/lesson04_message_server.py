@@ -74,7 +74,8 @@ class MessageServer(ThreadedServer):
 
         - log "CONNECT <ip>:<port>" with self.log.info when it starts;
         - loop: text = self.read_message(conn);
-            on MessageTooLarge: log a warning "DROP <ip>:<port> ..." and return (hang up
+            on MessageTooLarge: log a warning "DROP <ip>:<port> <why>" (the exception's
+              message says why: the size announced and the limit) and return (hang up
               without reading the body);
             on UnicodeDecodeError: reply BAD_UTF8 and go on with the next message;
           then text = clean(text), log "MSG <ip>:<port> <repr(text) cut to 80 characters>";

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from graderkit import (WAIT, ask, check_is_now, connect, expect, expect_dropped, frame,
-                       is_closed, make_server, peer_of, read_frame, reset, run_in_thread,
-                       serving, short, slow_reader, wait_for_line)
+from graderkit import (WAIT, ListHandler, ask, check_is_now, connect, expect, expect_dropped,
+                       frame, is_closed, make_server, peer_of, read_frame, reset,
+                       run_in_thread, serving, short, slow_reader, wait_for_line)
 
 UNKNOWN = "error: unknown command"
 BAD_UTF8 = "error: invalid UTF-8"
@@ -183,12 +183,13 @@ def test_connect_message_and_close_are_logged(lesson, story, logs):
             peer = peer_of(client)
             expect(client, story, "echo hello log", "hello log")
             story.step("the client closed the connection without saying quit")
-        for parts, what in [(("CONNECT", peer), f"a line 'CONNECT {peer}'"),
-                            (("MSG", peer, "echo hello log"),
-                             f"a line 'MSG {peer} ...' showing the message"),
-                            (("CLOSE", peer), f"a line 'CLOSE {peer}' (logged in a finally, "
-                                              "so it appears however the client leaves)")]:
-            line = wait_for_line(logs, *parts)
+        for start, parts, what in [
+                (f"CONNECT {peer}", (), f"a line 'CONNECT {peer}'"),
+                (f"MSG {peer} ", ("echo hello log",),
+                 f"a line 'MSG {peer} ...' showing the message"),
+                (f"CLOSE {peer}", (), f"a line 'CLOSE {peer}' (logged in a finally, so it "
+                                      "appears however the client leaves)")]:
+            line = wait_for_line(logs, *parts, start=start)
             story.check(line is not None, f"{what} in the log",
                         f"these lines: {logs.lines()}")
 
@@ -243,8 +244,10 @@ def test_a_forged_4gib_length_is_dropped_unread(lesson, story, logs):
             story.step("sent a header announcing 4294967295 bytes (4 GiB), and no body")
             check_dropped(client, story, "the idle timeout is 5 s, so waiting for the body "
                           "would keep it open")
-        line = wait_for_line(logs, "DROP", peer, min_level=logging.WARNING)
-        story.check(line is not None, f"a warning 'DROP {peer} ...' in the log",
+        line = wait_for_line(logs, "4294967295", min_level=logging.WARNING,
+                             start=f"DROP {peer} ")
+        story.check(line is not None, f"a warning 'DROP {peer} <why>' in the log, the why "
+                    "naming the size announced (log the MessageTooLarge message)",
                     f"these lines: {logs.lines()}")
         with connect(address, story) as again:
             expect(again, story, "echo still serving", "still serving", who="a new client")
@@ -323,7 +326,7 @@ def test_a_client_that_never_says_anything_is_dropped_in_time(lesson, story, log
             story.step("the client connected and never sent a byte; idle_timeout is 0.6 s")
             expect_dropped(client, story, "idle timeout, counted from the connection",
                            clock=0.6, since=started)
-        line = wait_for_line(logs, "CLOSE", peer)
+        line = wait_for_line(logs, start=f"CLOSE {peer}")
         story.check(line is not None, f"a line 'CLOSE {peer}' in the log",
                     f"these lines: {logs.lines()}")
 
@@ -410,7 +413,7 @@ def test_a_reset_at_any_stage_is_survived_and_logged(lesson, story, logs, stage)
         client = slow_reader(address, story)
         peer = peer_of(client)
         stage(client, story)
-        line = wait_for_line(logs, "CLOSE", peer)
+        line = wait_for_line(logs, start=f"CLOSE {peer}")
         story.check(line is not None, f"a line 'CLOSE {peer}' in the log (the handler's "
                     "finally runs however the connection ends, a reset too)",
                     f"these lines: {logs.lines()}")
@@ -436,3 +439,30 @@ def test_no_character_from_a_client_garbles_the_log(lesson, story, logs):
     bad = [line for line in logs.lines() if not line.isprintable()]
     story.check(not bad, "every log line made of printable characters only (log repr(text): "
                 "it escapes every control and separator character)", repr(bad[:2]))
+
+
+@pytest.mark.task("04.server")
+def test_the_defaults_and_the_default_logger(lesson, story):
+    named = logging.getLogger("message_server")
+    handler = ListHandler()
+    level, named.level = named.level, logging.INFO
+    named.addHandler(handler)
+    try:
+        server = make_server(lesson.MessageServer, story)
+        story.step("(no arguments: the defaults; no logger: the 'message_server' logger)")
+        story.check(server.idle_timeout == 30 and server.max_msg == 64 * 1024,
+                    "idle_timeout 30 s and max_msg 65536 by default",
+                    f"idle_timeout {server.idle_timeout!r}, max_msg {server.max_msg!r}")
+        with serving(server, story) as address:
+            story.check(address[0] == "127.0.0.1" and address[1] >= 1024,
+                        "127.0.0.1 and a port the OS chose (port 0 by default)",
+                        f"{address[0]}:{address[1]}")
+            with connect(address, story) as client:
+                peer = peer_of(client)
+                expect(client, story, "echo logged", "logged")
+            line = wait_for_line(handler, start=f"CLOSE {peer}")
+            story.check(line is not None, f"'CLOSE {peer}' in the 'message_server' logger "
+                        "(the default when no logger is given)", f"its lines: {handler.lines()}")
+    finally:
+        named.removeHandler(handler)
+        named.level = level
