@@ -41,6 +41,7 @@ def echo_once(host: str, port: int, data: bytes, timeout: float = 5.0) -> bytes:
     (socket.SHUT_WR), then return everything received until the server closes.
 
     Every step is bounded by `timeout` (a silent server: TimeoutError). A reset connection
-    raises ConnectionError: never return a reply that was cut off as if it were whole."""
+    raises its error (ConnectionResetError, or the OSError the socket reports): never return
+    a reply that was cut off as if it were whole."""
     raise NotImplementedError(
         "echo_once(): connect, sendall(data), shutdown(SHUT_WR), recv until b'', return it")

@@ -27,7 +27,9 @@ class ThreadedEchoServer:
     - a client that leaves is forgotten: remove its socket and thread from your
       bookkeeping, or the server grows with every client it has ever served;
     - an accept() that fails (OSError, e.g. EMFILE "too many open files") does not end the
-      accept loop: pause briefly (so a lasting error does not spin the CPU), then go on.
+      accept loop: pause briefly (so a lasting error does not spin the CPU), then go on;
+    - neither does a thread that cannot start (RuntimeError "can't start new thread"):
+      close that client's connection and go on.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_timeout: float = 30.0):
@@ -49,7 +51,8 @@ class ThreadedEchoServer:
 
     def stop(self) -> None:
         """Stop accepting, close the listener (freeing the port), disconnect the clients and
-        join every thread the server started."""
+        join every thread the server started. Calling it again, or before start(), does
+        nothing."""
         raise NotImplementedError(
             "stop(): set a stop flag, close the listener, shut down client sockets, join threads")
 

@@ -48,5 +48,6 @@ def request(host: str, port: int, texts: list[str], timeout: float = 5.0) -> lis
     Return the replies in order.
 
     `timeout` bounds every step (a silent server: TimeoutError). A connection that is reset
-    raises ConnectionError: never return the replies so far as if the exchange had worked."""
+    raises its error (ConnectionResetError, or the OSError the socket reports): never return
+    the replies so far as if the exchange had worked."""
     raise NotImplementedError("request(): connect with a timeout, send_msg + recv_msg per text")

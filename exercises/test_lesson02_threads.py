@@ -11,7 +11,7 @@ import pytest
 
 import peers
 from graderkit import (LATE, LOOPBACK, WAIT, connect, describe, expect_dropped, is_closed,
-                       new_threads_after, running, short)
+                       new_threads_after, run_in_thread, running, short)
 
 # The idle timeout the graders set when they time it: short, and far from WAIT (the grader's
 # own patience), so a timeout twice too long and no timeout at all fail differently.
@@ -91,6 +91,50 @@ def test_stop_disconnects_connected_clients(lesson, story):
         how = is_closed(client)
         story.check(how in ("closed", "reset"),
                     "stop() to close the connection of a client still connected", how)
+
+
+@pytest.mark.task("02.lifecycle")
+def test_two_servers_by_default_listen_on_two_free_ports(lesson, story):
+    with running(lesson.ThreadedEchoServer(idle_timeout=5), story) as first:
+        story.step("started a second server with the default port, while the first runs")
+        second_server = lesson.ThreadedEchoServer(idle_timeout=5)
+        with running(second_server, story) as second:
+            story.check(first[1] != second[1], "two different ports (port 0 by default: the "
+                        "OS picks a free one)", f"{first[1]} and {second[1]}")
+            with connect(second, story) as client:
+                echo_round(client, story, b"second server", who="a client of the second")
+
+
+@pytest.mark.task("02.lifecycle")
+def test_start_uses_the_port_it_is_given(lesson, story):
+    with socket.socket() as probe:  # ask the OS for a free port, then hand it over
+        probe.bind((LOOPBACK, 0))
+        free_port = probe.getsockname()[1]
+    story.step(f"created ThreadedEchoServer(port={free_port})")
+    with running(lesson.ThreadedEchoServer(port=free_port, idle_timeout=5), story) as address:
+        story.check(address[1] == free_port, f"server.address on port {free_port}",
+                    repr(address))
+
+
+@pytest.mark.task("02.lifecycle")
+def test_stop_is_harmless_before_start_and_twice(lesson, story):
+    server = lesson.ThreadedEchoServer(idle_timeout=5)
+    story.step("called stop() on a server that was never started")
+    try:
+        run_in_thread(server.stop, name="grader-stop").result(timeout=WAIT)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        story.fail("stop() before start() to do nothing (a cleanup path may call it)",
+                   describe(exc))
+    with running(server, story) as address:
+        with connect(address, story) as client:
+            echo_round(client, story, b"ping")
+    story.step("called stop() a second time")
+    try:
+        run_in_thread(server.stop, name="grader-stop").result(timeout=WAIT)
+    except Exception as exc:
+        story.fail("a second stop() to do nothing", describe(exc))
 
 
 # --------------------------------------------------------------------------- 02.concurrency
@@ -263,6 +307,46 @@ def test_the_accept_loop_survives_accept_errors(lesson, story):
             echo_round(second, story, b"and after that?", who="a second client")
         story.check(len(failures) <= 100, "a short pause after a failed accept() (a persistent "
                     "error must not spin the CPU)", f"{len(failures)} failed calls in 0.3 s")
+
+
+@contextlib.contextmanager
+def thread_start_fails_once():
+    """The next thread started by a server thread (not by the grader) fails to start, with
+    the RuntimeError Python raises when the OS has no threads left. Yields the list of the
+    refused threads. A stand-in: exhausting the OS's threads for real would starve the grader."""
+    real_start = threading.Thread.start
+    refused = []
+
+    def start(thread):
+        starter = threading.current_thread()
+        if (not refused and starter is not threading.main_thread()
+                and not starter.name.startswith("grader-")):
+            refused.append(thread)
+            raise RuntimeError("can't start new thread")
+        return real_start(thread)
+
+    threading.Thread.start = start
+    try:
+        yield refused
+    finally:
+        threading.Thread.start = real_start
+
+
+@pytest.mark.task("02.concurrency")
+def test_the_accept_loop_survives_a_thread_that_cannot_start(lesson, story):
+    with running(lesson.ThreadedEchoServer(idle_timeout=5), story) as address:
+        with thread_start_fails_once() as refused:
+            story.step("from now on, the next thread your server starts fails with "
+                       "RuntimeError(\"can't start new thread\"), as when the OS has none left")
+            with connect(address, story) as unlucky:
+                story.step("a first client connected: its thread cannot start")
+                how = is_closed(unlucky, wait=WAIT)
+                story.check(bool(refused), "the server to try to start a thread for it",
+                            "it did not start one")
+                story.check(how in ("closed", "reset"), "the server to close that client's "
+                            "connection (it cannot be served)", how)
+        with connect(address, story) as lucky:
+            echo_round(lucky, story, b"and me?", who="the next client")
 
 
 @pytest.mark.parametrize("stage", ["on-connect", "mid-echo"])

@@ -351,9 +351,9 @@ def test_request_reports_a_reset_as_an_error(lesson, story):
         elapsed, value, error = peers.timed(lesson.request, host, port, ["one", "two", "three"],
                                             2.0, wait=WAIT + 1)
     story.check(elapsed is not None, "request to end", f"still running after {WAIT + 1} s")
-    story.check(isinstance(error, ConnectionError),
-                "ConnectionError (two of three replies is not an answer to return)",
-                describe(error) if error else f"it returned {short(value)}")
+    story.check(isinstance(error, OSError) and not isinstance(error, TimeoutError),
+                "an error at once, e.g. ConnectionResetError (two of three replies is not an "
+                "answer to return)", describe(error) if error else f"it returned {short(value)}")
 
 
 @pytest.mark.task("03.client")
