@@ -54,6 +54,9 @@ def recv_msg_by(sock: socket.socket, max_msg: int, idle_timeout: float,
        the other 3 bytes of the "!I" header, the size check (over max_msg: raise
        MessageTooLarge) BEFORE any of the body, then the body; decode it as UTF-8.
     message_deadline=None means no deadline (the weak version, for comparison).
+    Give every exception a message an operator can act on (the server logs it): e.g.
+    MessageTooLarge("announced 70000 bytes; the limit is 65536"), ConnectionError("peer
+    closed after 2 of 4 bytes").
     """
     raise NotImplementedError("recv_msg_by(): idle timeout for the first byte, then "
                               "recv_exact_by with one deadline for header and body")

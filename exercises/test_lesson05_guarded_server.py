@@ -267,6 +267,22 @@ def test_recv_msg_by_reports_a_closed_connection(lesson, story):
             got, error = call_recv_msg_by(lesson, story, reader, 100, 1.0, 1.0)
             story.check(isinstance(error, ConnectionError), "ConnectionError (never a message)",
                         describe(error) if error else repr(got))
+            story.check(str(error) not in ("", "None"), "a ConnectionError that says what "
+                        "happened (the server logs it), e.g. 'peer closed after 3 of 4 bytes'",
+                        describe(error))
+
+
+@pytest.mark.task("05.deadline")
+def test_recv_msg_by_without_a_deadline_still_reads(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        data = frame("no deadline")
+        writer.sendall(data[:2])
+        run_in_thread(lambda: (time.sleep(0.1), writer.sendall(data[2:])), name="grader-send")
+        story.step("the grader sent 2 bytes, then the rest 0.1 s later; message_deadline=None "
+                   "(no deadline: the weak version the notebook compares)")
+        got, error = call_recv_msg_by(lesson, story, reader, 100, 1.0, None)
+        story.check(got == "no deadline", "'no deadline'", describe(error) if error else repr(got))
 
 
 @pytest.mark.task("05.deadline")
@@ -329,6 +345,18 @@ def test_the_eleventh_of_ten_is_told_busy_and_logged(lesson, story, logs):
         finally:
             for sock in holders:
                 sock.close()
+
+
+@pytest.mark.task("05.cap")
+def test_the_server_listens_where_it_is_told(lesson, story, logs):
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = make_server(lesson.GuardedServer, story, port=port, logger=logs.logger)
+    with serving(server, story) as address:
+        story.check(tuple(address) == ("127.0.0.1", port), f"127.0.0.1:{port}, the port asked "
+                    "for (pass host and port on to MessageServer)", f"{address[0]}:{address[1]}")
+        honest_client(server, story).close()
 
 
 @pytest.mark.task("05.cap")
@@ -444,10 +472,14 @@ def path_quit(client, story):
     expect_dropped(client, story, "after 'bye'")
 
 
-def path_oversize(client, story):
+def path_oversize(client, story, logs=None):
     client.sendall(struct.pack("!I", 0xFFFFFFFF))
     story.step("the client announced a 4 GiB message (max_msg=100)")
     expect_dropped(client, story, "a frame over max_msg")
+    if logs is not None:
+        line = wait_for_line(logs, "4294967295", start=f"DROP {peer_of(client)} ")
+        story.check(line is not None, "a line 'DROP <peer> <why>' naming the size announced "
+                    "(the MessageTooLarge message)", f"these lines: {logs.lines()}")
 
 
 def path_idle(client, story):
@@ -533,7 +565,7 @@ def test_hostile_input_is_survived(lesson, story, logs):
         with connect(address, story) as client:
             path_reset(client, story)
         with connect(address, story) as client:
-            path_oversize(client, story)
+            path_oversize(client, story, logs)
         with connect(address, story) as client:
             expect(client, story, "echo still here", "still here", who="a new client")
             expect(client, story, "upper and well", "AND WELL", who="a new client")
