@@ -932,3 +932,36 @@ def test_server_main_serves_then_returns_0_on_sigterm(lesson, story, signal_safe
                 ", ".join(left))
     story.check(signal.getsignal(signal.SIGTERM) is signal_safety_net[1],
                 "the previous SIGTERM handler back after server_main", "it was not restored")
+
+
+@pytest.mark.task("06.client_cli")
+@pytest.mark.parametrize("mode", ["busy", "hang-up"])
+def test_run_client_reports_a_busy_or_vanishing_server(lesson, story, capsys, mode):
+    fake = FakeServer(mode)
+    story.step("the grader's server " + ("says 'server busy, try later' at once" if mode ==
+                                         "busy" else "hangs up after the first message"))
+    status, out, _, _ = timed_run_client(lesson, story, fake, ["echo hi\n", "echo again\n"], 2.0)
+    err = capsys.readouterr().err
+    fake.finish()
+    story.check(status == 1 and out == "", "run_client to print no reply and return 1",
+                f"status {status!r}, out {short(out)}")
+    story.check(err.startswith("error: "), "one line on stderr beginning 'error: '",
+                short(err, 200))
+    if mode == "busy":
+        story.check("busy" in err, "the error to say the server is busy", short(err, 200))
+
+
+@pytest.mark.task("06.server_cli")
+def test_the_usage_lines_say_how_to_run_the_programs(lesson, story, capsys):
+    package = lesson.__name__.rpartition(".")[0]
+    usage = lesson.build_server_parser().format_usage()
+    story.step("called build_server_parser().format_usage()")
+    story.check(usage.startswith(f"usage: python -m {package}.message_server"),
+                f"'usage: python -m {package}.message_server ...' (prog=: how it is run, not "
+                "the file name)", short(usage, 120))
+    story.step("called client_main(['--help'])")
+    status = run_client_main(lesson, ["--help"])
+    usage = capsys.readouterr().out
+    story.check(status == 0 and usage.startswith(f"usage: python -m {package}.message_client"),
+                f"exit 0 and 'usage: python -m {package}.message_client ...'",
+                f"status {status}; {short(usage, 120)}")
