@@ -110,6 +110,12 @@ def test_recv_msg_by_reads_whole_messages(lesson, story):
         sender.result()
 
 
+def is_deadline(lesson, error) -> bool:
+    """A DeadlineExceeded (the lesson's own class) with a message saying how far it got."""
+    return (isinstance(error, getattr(lesson, "DeadlineExceeded", ()))
+            and str(error) not in ("", "None"))
+
+
 def timed_recv_msg_by(lesson, story, sock, *args, wait=WAIT):
     """call_recv_msg_by, also returning when it ended (a time.monotonic() value)."""
     text, error = call_recv_msg_by(lesson, story, sock, *args, wait=wait)
@@ -127,9 +133,9 @@ def test_recv_msg_by_drops_a_trickling_sender(lesson, story):
             first_byte = time.monotonic()
             got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 3.0, 0.6, wait=2.5)
             sent = finish()
-        story.check(isinstance(error, TimeoutError),
-                    "a TimeoutError (DeadlineExceeded) about 0.6 s after the first byte: the "
-                    "gaps (0.1 s) are shorter than idle_timeout, so only a deadline stops this",
+        story.check(is_deadline(lesson, error),
+                    "DeadlineExceeded about 0.6 s after the first byte: the gaps (0.1 s) are "
+                    "shorter than idle_timeout, so only a deadline stops this",
                     describe(error) if error else f"the message {short(got)}")
         story.check(sent < len(data), "to give up before the sender finished",
                     f"waited for all {sent} bytes")
@@ -146,7 +152,7 @@ def test_the_deadline_covers_the_header(lesson, story):
         story.step("the grader sent 3 of the header's 4 bytes, then nothing (idle_timeout "
                    "3.0 s, message_deadline 0.6 s)")
         got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 3.0, 0.6, wait=2.5)
-        story.check(isinstance(error, TimeoutError),
+        story.check(is_deadline(lesson, error),
                     "DeadlineExceeded: the message began with its first header byte, so the "
                     "deadline covers the rest of the header too",
                     describe(error) if error else repr(got))
@@ -192,7 +198,7 @@ def test_the_deadline_uses_a_monotonic_clock(lesson, story, monkeypatch):
             first_byte = time.monotonic()
             got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 3.0, 0.6, wait=2.5)
             finish()
-    story.check(isinstance(error, TimeoutError),
+    story.check(is_deadline(lesson, error),
                 "DeadlineExceeded about 0.6 s after the first byte, whatever the wall clock "
                 "does (measure a deadline with time.monotonic(), never time.time())",
                 describe(error) if error else f"the message {short(got)}")
@@ -206,8 +212,10 @@ def test_recv_msg_by_uses_the_idle_timeout_before_a_message(lesson, story):
         story.step("the grader sent nothing (idle_timeout 0.6 s, message_deadline 3.0 s)")
         started = time.monotonic()
         got, error, ended = timed_recv_msg_by(lesson, story, reader, 100, 0.6, 3.0)
-        story.check(isinstance(error, TimeoutError),
-                    "a TimeoutError after idle_timeout (0.6 s) of silence",
+        deadline = getattr(lesson, "DeadlineExceeded", ())
+        story.check(isinstance(error, TimeoutError) and not isinstance(error, deadline),
+                    "a plain TimeoutError after idle_timeout (0.6 s) of silence (not "
+                    "DeadlineExceeded: no message has begun, so this is the idle clock)",
                     describe(error) if error else repr(got))
         check_on_time(story, "the idle TimeoutError", ended - started, 0.6)
 
@@ -270,6 +278,20 @@ def test_recv_msg_by_reports_a_closed_connection(lesson, story):
             story.check(str(error) not in ("", "None"), "a ConnectionError that says what "
                         "happened (the server logs it), e.g. 'peer closed after 3 of 4 bytes'",
                         describe(error))
+
+
+@pytest.mark.task("05.deadline")
+def test_a_message_of_exactly_max_msg_bytes_is_allowed(lesson, story):
+    reader, writer = pair()
+    with reader, writer:
+        writer.sendall(frame("z" * 64) + frame("z" * 65))
+        story.step("the grader sent a 64-byte message, then a 65-byte one (max_msg=64)")
+        got, error = call_recv_msg_by(lesson, story, reader, 64, 1.0, 1.0)
+        story.check(got == "z" * 64, "the 64-byte message (max_msg is the largest allowed)",
+                    describe(error) if error else short(got))
+        got, error = call_recv_msg_by(lesson, story, reader, 64, 1.0, 1.0)
+        story.check(isinstance(error, getattr(lesson, "MessageTooLarge", ValueError)),
+                    "MessageTooLarge for 65 bytes", describe(error) if error else short(got))
 
 
 @pytest.mark.task("05.deadline")
@@ -336,7 +358,7 @@ def test_the_eleventh_of_ten_is_told_busy_and_logged(lesson, story, logs):
                 holders.append(connect(address, story))
                 expect(holders[-1], story, f"echo holder {i}", f"holder {i}", who=f"client {i}")
             peer = expect_busy(address, story, "client 10 (the eleventh)")
-            line = wait_for_line(logs, "REJECT", peer, min_level=logging.WARNING)
+            line = wait_for_line(logs, min_level=logging.WARNING, start=f"REJECT {peer}")
             story.check(line is not None, f"a warning 'REJECT {peer} ...' naming the refused "
                         "client", f"these warnings: {logs.lines(logging.WARNING)}")
             holders.pop(0).close()
@@ -345,6 +367,19 @@ def test_the_eleventh_of_ten_is_told_busy_and_logged(lesson, story, logs):
         finally:
             for sock in holders:
                 sock.close()
+
+
+@pytest.mark.task("05.cap")
+def test_the_defaults(lesson, story, logs):
+    server = make_server(lesson.GuardedServer, story, logger=logs.logger)
+    story.check((server.max_clients, server.message_deadline) == (10, 10),
+                "max_clients 10 and message_deadline 10 s by default",
+                f"max_clients {server.max_clients!r}, message_deadline "
+                f"{server.message_deadline!r}")
+    with serving(server, story) as address:
+        story.check(address[0] == "127.0.0.1" and address[1] >= 1024, "127.0.0.1 and a port "
+                    "the OS chose (port 0 by default)", f"{address[0]}:{address[1]}")
+        honest_client(server, story).close()
 
 
 @pytest.mark.task("05.cap")
