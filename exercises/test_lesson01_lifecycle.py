@@ -346,6 +346,7 @@ def test_echo_client_sends_a_large_payload_to_a_slow_reader(lesson, story):
         host, port = listener.getsockname()
         story.step(f"called echo_once('{host}', <port>, <{len(payload)} bytes>, timeout=2.0)")
         client = run_in_thread(lesson.echo_once, host, port, payload, 2.0)
+        client.raise_if_failed()
         seen, how = server.result_for(story, "the grader's server to finish", timeout=2 * WAIT)
         story.check(seen == payload, f"the server to receive all {len(payload)} bytes (sendall, "
                     "not send: send may write only part when the buffer is full)",

@@ -375,6 +375,7 @@ def test_request_sends_a_large_text_to_a_slow_reader(lesson, story):
         host, port = listener.getsockname()
         story.step(f"called request('{host}', <port>, [<{len(text)} characters>], timeout=2.0)")
         client = run_in_thread(lesson.request, host, port, [text], 2.0)
+        client.raise_if_failed()
         length, received, how = server.result_for(story, "the grader's server to read a frame",
                                                   timeout=2 * WAIT)
         story.check(length == len(text) and received == len(text),
