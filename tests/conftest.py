@@ -23,6 +23,12 @@ def pytest_collection_finish(session):
             JOBS.start(*job)
 
 
+def pytest_sessionfinish(session):
+    """Runs still queued are not needed any more (a -x stop, a Ctrl-C): drop them, so the
+    session ends after the runs already going, each within its own bound."""
+    JOBS.cancel_pending()
+
+
 @pytest.fixture
 def grading_run(request):
     """The GradingRun this test reads, once it has finished (or been killed at its bound)."""

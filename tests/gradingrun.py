@@ -90,17 +90,23 @@ class GradingRun:
             f"Its output so far:\n{self.tail(2000)}")
 
 
-def run_graders(against: Path, *extra: str, timeout: float = LESSON_RUN_TIMEOUT_S) -> GradingRun:
-    """`pytest exercises --against <against> *extra` in a subprocess, parsed test by test.
+def run_graders(against: Path, *extra: str, lesson: str | None = None,
+                timeout: float = LESSON_RUN_TIMEOUT_S) -> GradingRun:
+    """`pytest exercises --against <against> *extra` in a subprocess, parsed test by test;
+    with `lesson`, only that lesson's grader files (as `-k lessonNN` would select, without
+    collecting the other lessons' graders: each run starts faster).
 
     The run is killed (with everything it started) after `timeout` seconds; the result then
     says so (GradingRun.timed_out) instead of raising, so the caller can fail by name."""
     with tempfile.TemporaryDirectory() as tmp:
         report, log = Path(tmp) / "report.xml", Path(tmp) / "output.txt"
-        # As a student runs it, less the notebook plugin: importing nbval costs a second or
-        # more of CPU per run, and these runs collect no notebooks.
-        command = [sys.executable, "-m", "pytest", "exercises", "--against", str(against),
-                   "-o", "addopts=", "-p", "no:nbval",
+        # As a student runs it, less the plugins these runs never use: importing nbval costs
+        # a second or more of CPU per run (they collect no notebooks), anyio's and
+        # platformdirs' a little. A suite makes well over a hundred runs: startup adds up.
+        targets = ([f"exercises/{name}" for name in grader_files(lesson)] if lesson
+                   else ["exercises"])
+        command = [sys.executable, "-m", "pytest", *targets, "--against", str(against),
+                   "-o", "addopts=", "-p", "no:nbval", "-p", "no:anyio", "-p", "no:platformdirs",
                    "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
                    f"--junitxml={report}", "-q", *extra]
         env = {**os.environ, "PYTHONPYCACHEPREFIX": str(PYCACHE)}
@@ -119,7 +125,7 @@ def run_graders(against: Path, *extra: str, timeout: float = LESSON_RUN_TIMEOUT_
             kill_session(proc)  # a program a grader left running must not outlive its run
         outcomes = parse_junit(report) if report.exists() else []
         output = log.read_text(encoding="utf-8", errors="replace")
-    shown = " ".join(["pytest exercises --against", str(against), *extra])
+    shown = " ".join(["pytest", *targets, "--against", str(against), *extra])
     return GradingRun(outcomes, returncode, output, shown, time.monotonic() - started,
                       timed_out, bound=timeout)
 
@@ -175,6 +181,10 @@ class Jobs:
             self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="grading-run")
         self.futures[key] = self.pool.submit(function, *args)
 
+    def cancel_pending(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
     def wait(self, key, bound: float = LESSON_RUN_TIMEOUT_S):
         """The job's result (re-raising its exception). The job's run has its own bound;
         this wait adds a little slack on top, in case the machinery around it stalls."""
@@ -211,13 +221,13 @@ def grader_files(lesson: str | None = None) -> list[str]:
     return sorted(p.name for p in EXERCISES.glob(pattern))
 
 
-def graded_copy(name: str, prepare, *extra: str) -> GradingRun:
-    """Grade a copy of solutions/ called `name`, after prepare(copy) has changed it; the copy
-    lives in a temporary folder for the length of the run only."""
+def graded_copy(name: str, prepare, lesson: str, *extra: str) -> GradingRun:
+    """Grade lesson `lesson` on a copy of solutions/ called `name`, after prepare(copy) has
+    changed it; the copy lives in a temporary folder for the length of the run only."""
     with tempfile.TemporaryDirectory(prefix="course-") as tmp:
         copy = copy_of_solutions(Path(tmp), name)
         prepare(copy)
-        return run_graders(copy, *extra)
+        return run_graders(copy, *extra, lesson=lesson)
 
 
 def copy_of_solutions(parent: Path, name: str) -> Path:

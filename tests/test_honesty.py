@@ -43,7 +43,7 @@ def stubs():
 
 def grade(kind, lesson, *extra):
     folder, note = stubs() if kind != "reference" else (SOLUTIONS, "")
-    run = run_graders(folder, "-k", f"lesson{lesson}", *extra)
+    run = run_graders(folder, *extra, lesson=lesson)
     run.note = note
     return run
 

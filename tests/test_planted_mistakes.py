@@ -86,12 +86,12 @@ def grading_job(item):
     lesson, mistake = callspec_param(item, "control"), callspec_param(item, "mistake")
     if lesson is not None:
         return (("control", lesson), graded_copy, f"planted_control_{lesson}", lambda copy: None,
-                "-k", f"lesson{lesson}")
+                lesson)
     if mistake is not None:
         # -x: one failing grader is enough to call the mistake caught; the rest cost time.
         return (("mistake", mistake["id"]), graded_copy,
                 "planted_" + re.sub(r"\W", "_", mistake["id"]), plant_into(mistake),
-                "-k", f"lesson{mistake['lesson']}", "-x")
+                mistake["lesson"], "-x")
     return None
 
 
