@@ -89,8 +89,9 @@ def head_end(buffer, limits: Limits = Limits()) -> int | None:
 
     Called while a head is still arriving, so it refuses early: no CRLF yet and more than
     max_request_line (+1 for a lone CR) bytes -> HttpError(414); a CRLF further in than
-    max_request_line -> 414; no blank line within max_request_line + 2 + max_header_bytes
-    + 2 bytes -> HttpError(431).
+    max_request_line -> 414; no blank line yet and already max_request_line + 2 +
+    max_header_bytes + 4 bytes (the largest head that fits, so it can no longer complete)
+    -> HttpError(431).
     """
     raise NotImplementedError("head_end(): find CRLF CRLF; 414/431 once the unfinished head "
                               "is already over the limits")
@@ -183,7 +184,7 @@ def error_response(status: int, headers=(), *, close: bool = False, head: bool =
     raise NotImplementedError("error_response(): render_response with error_body(status)")
 
 
-def internal_error(log: logging.Logger, *, close: bool = False) -> bytes:
+def internal_error(log: logging.Logger) -> bytes:
     """Call inside an `except`: incident = secrets.token_hex(8); log.error("incident %s: ...",
     incident, exc_info=True) (the traceback goes to the LOG); return a 500 whose body is
     only "500 Internal Server Error\\nincident <id>\\n"."""

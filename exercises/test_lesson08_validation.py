@@ -95,6 +95,8 @@ def test_parse_head_reads_a_request(lesson, story):
                 f"{request.get('user-agent')!r}")
     story.check(request.get_all("X-Twice") == ["one", "two"], "get_all: both values, in order",
                 repr(request.get_all("X-Twice")))
+    story.check(request.get("X-Missing", "none") == "none", "get(name, default) -> default "
+                "for a header that is not there", repr(request.get("X-Missing", "none")))
     old = expect_value(story, "parse_head of an HTTP/1.0 request without Host",
                        lesson.parse_head, head("HEAD / HTTP/1.0"))
     story.check(old.method == "HEAD" and old.version == "HTTP/1.0", "HEAD over HTTP/1.0 "
@@ -183,6 +185,29 @@ def test_head_end_refuses_early_while_the_head_arrives(lesson, story):
     got = expect_value(story, "head_end of an unfinished head", lesson.head_end,
                        bytearray(b"GET / HTTP/1.1\r\nHost: a\r\n"), limits)
     story.check(got is None, "None: more bytes needed", repr(got))
+    got = expect_value(story, "head_end of two pipelined heads", lesson.head_end,
+                       bytearray(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n"),
+                       limits)
+    story.check(got == 27, "27: the end of the FIRST head", repr(got))
+    line = b"GET /" + b"a" * 26 + b" HTTP/1.1"  # exactly 40 bytes
+    got = expect_value(story, "head_end of a 40-byte line and its CR (limit 40)", lesson.head_end,
+                       bytearray(line + b"\r"), limits)
+    story.check(got is None, "None: the line still fits", repr(got))
+    got = expect_value(story, "head_end of a 40-byte line, CRLF, and half a header",
+                       lesson.head_end, bytearray(line + b"\r\nHost: a"), limits)
+    story.check(got is None, "None: the line fits, the head is not complete", repr(got))
+    expect_status(lesson, story, "head_end of a 41-byte line and its CRLF", 414, lesson.head_end,
+                  bytearray(b"GET /" + b"a" * 27 + b" HTTP/1.1\r\nHost: a"), limits)
+    headers = b"Host: a\r\nX-A: " + b"b" * 20 + b"\r\nX-B: " + b"c" * 19  # 60 bytes
+    almost = line + b"\r\n" + headers + b"\r\n\r"
+    got = expect_value(story, f"head_end of the largest head that fits, less its last byte "
+                       f"({len(almost)} bytes)", lesson.head_end, bytearray(almost), limits)
+    story.check(got is None, "None: one more byte completes it", repr(got))
+    got = expect_value(story, "head_end of that head, complete", lesson.head_end,
+                       bytearray(almost + b"\n"), limits)
+    story.check(got == len(almost) + 1, str(len(almost) + 1), repr(got))
+    expect_status(lesson, story, f"head_end of {len(almost) + 1} bytes with no blank line",
+                  431, lesson.head_end, bytearray(line + b"\r\n" + b"X" * 64), limits)
     expect_status(lesson, story, "head_end of 42 bytes with no CRLF yet", 414,
                   lesson.head_end, bytearray(b"G" * 42), limits)
     expect_status(lesson, story, "head_end of a request line and 200 bytes of headers with "
@@ -236,6 +261,19 @@ def test_body_length_refuses_ambiguous_framing(lesson, story):
     ]:
         expect_status(lesson, story, f"body_length with {headers} ({why})", status,
                       lesson.body_length, post(lesson, *headers), 100)
+
+
+@pytest.mark.task("08.content_length")
+def test_every_method_with_a_body_needs_a_length(lesson, story):
+    for method in ["POST", "PUT", "PATCH"]:
+        request = lesson.Request(method, "/x", "HTTP/1.1", [("host", "a")])
+        expect_status(lesson, story, f"body_length of a {method} without Content-Length", 411,
+                      lesson.body_length, request, 100)
+    for method in ["GET", "HEAD", "DELETE", "OPTIONS"]:
+        request = lesson.Request(method, "/x", "HTTP/1.1", [("host", "a")])
+        got = expect_value(story, f"body_length of a {method} without Content-Length",
+                           lesson.body_length, request, 100)
+        story.check(got == 0, "0", repr(got))
 
 
 @pytest.mark.task("08.content_length")
@@ -314,7 +352,8 @@ def test_parse_json_refuses_bad_bodies(lesson, story):
 
 @pytest.mark.task("08.json")
 def test_json_content_type_is_checked(lesson, story):
-    for value in ["application/json", "application/json; charset=utf-8", "Application/JSON"]:
+    for value in ["application/json", "application/json; charset=utf-8", "Application/JSON",
+                  "application/json; charset=utf-8; x=y", " application/json "]:
         expect_value(story, f"check_json_type({value!r})", lesson.check_json_type, value)
     for value in ["text/plain", None, "", "application/json-patch+json", "application/jsonx",
                   "multipart/form-data; boundary=application/json"]:
@@ -356,10 +395,12 @@ def check_security_headers(story, headers, what):
     story.check(values.get("x-content-type-options", "").lower() == "nosniff",
                 f"X-Content-Type-Options: nosniff on {what}", repr(headers))
     csp = values.get("content-security-policy", "").lower()
-    story.check("frame-ancestors 'none'" in csp, f"a Content-Security-Policy with "
-                f"frame-ancestors 'none' on {what}", repr(csp))
-    story.check(re.search(r"default-src '(self|none)'", csp) is not None,
-                "default-src 'self' or 'none' in the CSP", repr(csp))
+    directives = {d.strip().split(" ", 1)[0]: d.strip() for d in csp.split(";") if d.strip()}
+    story.check(directives.get("frame-ancestors") == "frame-ancestors 'none'",
+                f"a Content-Security-Policy with the directive frame-ancestors 'none' on {what}",
+                repr(csp))
+    story.check(directives.get("default-src") in ("default-src 'self'", "default-src 'none'"),
+                "the directive default-src 'self' (or 'none') in the CSP", repr(csp))
     story.check(values.get("referrer-policy", "").lower() in
                 ("no-referrer", "strict-origin-when-cross-origin", "same-origin"),
                 f"a Referrer-Policy on {what}", repr(values.get("referrer-policy")))
@@ -395,6 +436,19 @@ def test_render_response_frames_and_protects(lesson, story):
                 f"{header(headers, 'content-length')!r}, {short(body)}")
     story.check((header(headers, "connection") or "").lower() == "close", "Connection: close",
                 repr(headers))
+    first_line = data.split(b"\r\n", 1)[0]
+    story.check(first_line == b"HTTP/1.1 200 OK", "the status line 'HTTP/1.1 200 OK'",
+                repr(first_line))
+    data = lesson.render_response(404, [], b"x")
+    story.check(data.startswith(b"HTTP/1.1 404 Not Found\r\n"), "'HTTP/1.1 404 Not Found' "
+                "(the standard phrase: http.HTTPStatus(404).phrase)", short(data, 80))
+    status, headers, body = parse_wire(story, data)
+    story.check(header(headers, "connection") is None, "no Connection header unless close=True "
+                "(HTTP/1.1 keeps the connection by default)", repr(headers))
+    date = header(headers, "date") or ""
+    story.check(date.endswith(" GMT") and re.match(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} ",
+                                                    date) is not None,
+                "a Date header in HTTP's format, e.g. 'Mon, 23 Nov 2026 18:00:00 GMT'", repr(date))
 
 
 @pytest.mark.task("08.headers")
@@ -408,6 +462,16 @@ def test_error_pages_are_generic_and_protected(lesson, story, status):
                 "a Content-Length that matches the body", repr(headers))
     story.check(len(body) < 200 and str(status).encode() in body, "a short generic body "
                 "naming the status", short(body))
+    story.check((header(headers, "content-type") or "").startswith("text/plain"),
+                "Content-Type text/plain", repr(header(headers, "content-type")))
+    data = expect_value(story, f"error_response({status}, head=True, close=True)",
+                        lesson.error_response, status, head=True, close=True)
+    got, head_headers, head_body = parse_wire(story, data)
+    story.check(head_body == b"" and header(head_headers, "content-length") == str(len(body)),
+                f"no body, and the Content-Length of the page a GET gets ({len(body)})",
+                f"{header(head_headers, 'content-length')!r}, body {short(head_body)}")
+    story.check((header(head_headers, "connection") or "").lower() == "close",
+                "Connection: close when close=True", repr(head_headers))
 
 
 @pytest.mark.task("08.headers")
@@ -472,11 +536,19 @@ def test_http_errors_and_good_replies_pass_through(lesson, story, logs):
                 short(data, 300))
 
     def fine(request, body):
-        return b"HTTP/1.1 204 No Content\r\n\r\n"
-    data = expect_value(story, "safe_call of a handler returning bytes", lesson.safe_call,
-                        fine, request, b"", logs.logger)
-    story.check(data == b"HTTP/1.1 204 No Content\r\n\r\n", "the handler's bytes unchanged",
-                short(data))
+        return f"{request.target} got ".encode() + body
+    data = expect_value(story, "safe_call of a handler returning request.target + body",
+                        lesson.safe_call, fine, request, b"the body", logs.logger)
+    story.check(data == b"/x got the body", "the handler's bytes unchanged (it was given the "
+                "request and the body)", short(data))
+
+    def not_allowed(request, body):
+        raise lesson.HttpError(405, headers=[("Allow", "GET")])
+    data = expect_value(story, "safe_call of a handler raising HttpError(405, headers=[Allow])",
+                        lesson.safe_call, not_allowed, request, b"", logs.logger)
+    status, headers, body = parse_wire(story, data)
+    story.check(status == 405 and header(headers, "allow") == "GET",
+                "405 with the handler's Allow: GET", short(data, 300))
     head_request = lesson.parse_head(head("HEAD /x HTTP/1.1", "Host: a"))
     data = expect_value(story, "safe_call of HEAD with a handler raising HttpError(404)",
                         lesson.safe_call, missing, head_request, b"", logs.logger)
@@ -504,6 +576,12 @@ def test_log_safe_escapes_controls(lesson, story):
     story.check(lesson.log_safe("\\n") != lesson.log_safe("\n"),
                 "a typed backslash-n to differ from an escaped newline (escape '\\\\' too)",
                 f"both gave {lesson.log_safe(chr(10))!r}")
+    got = lesson.log_safe("x" * 20, 10)
+    story.check(got == "x" * 10 + "...", "log_safe('x' * 20, 10) == 'xxxxxxxxxx...' (cut, and "
+                "marked as cut)", repr(got))
+    got = lesson.log_safe("x" * 10, 10)
+    story.check(got == "x" * 10, "log_safe('x' * 10, 10) == 'x' * 10 (exactly the limit: "
+                "nothing cut)", repr(got))
     long = lesson.log_safe("x" * 10_000)
     story.check(len(long) < 1000, "long text cut (a 10000-character header is not a log line)",
                 f"{len(long)} characters")
