@@ -8,6 +8,7 @@ These graders run your programs for real, as a user would:
 (with --against DIR, DIR's name replaces "exercises").
 """
 import io
+import logging
 import os
 import queue
 import re
@@ -362,10 +363,11 @@ def test_client_gives_up_on_a_silent_server(programs, story):
 def test_run_client_in_process(lesson, story):
     fake = FakeServer()
     out = io.StringIO()
-    story.step("called run_client('127.0.0.1', <port>, ['echo x\\n', 'quit\\n'], out=StringIO(), "
-               "timeout=2.0) against the grader's server")
-    call = run_in_thread(lesson.run_client, LOOPBACK, fake.port, ["echo x\n", "quit\n"], out,
-                         2.0, name="grader-run-client")
+    story.step("called run_client('127.0.0.1', <port>, ['\\n', 'echo x\\n', '  \\n', 'quit\\n'], "
+               "out=StringIO(), timeout=2.0) against the grader's server (blank lines are "
+               "skipped, not the end)")
+    call = run_in_thread(lesson.run_client, LOOPBACK, fake.port,
+                         ["\n", "echo x\n", "  \n", "quit\n"], out, 2.0, name="grader-run-client")
     try:
         status = call.result(timeout=5.0)
     except NotImplementedError:
@@ -471,7 +473,8 @@ def exit_status(call, *args):
 
 
 BAD_SERVER_FLAGS = [
-    ("--port", "70000"), ("--port", "-1"), ("--port", "http"),
+    ("--port", "70000"), ("--port", "65536"), ("--port", "-1"), ("--port", "http"),
+    ("--idle-timeout", "nan"), ("--idle-timeout", "inf"), ("--message-deadline", "1e300"),
     ("--max-msg", "0"), ("--max-msg", "-5"), ("--max-msg", "lots"), ("--max-msg", "1.5"),
     ("--idle-timeout", "0"), ("--idle-timeout", "-1"), ("--idle-timeout", "soon"),
     ("--message-deadline", "0"), ("--message-deadline", "-2"), ("--message-deadline", "x"),
@@ -491,8 +494,20 @@ def test_the_server_parser_refuses_every_invalid_value(lesson, story, capsys):
         err = capsys.readouterr().err
         story.check(status == 2, f"{flag} {value} refused: SystemExit(2) with a message (use "
                     "an argparse type that raises ArgumentTypeError)", str(status))
-        story.check(flag in err or value in err, f"the error message to name {flag} or {value}",
+        story.check(value in err, f"the error message to name the value refused ({value})",
                     short(err, 200))
+    good = [("--port", "65535", 65535), ("--max-clients", "1", 1), ("--max-msg", "1000000",
+            1000000), ("--idle-timeout", "0.5", 0.5), ("--message-deadline", "2.5", 2.5)]
+    good += [("--log-level", level, level) for level in ("DEBUG", "INFO", "WARNING", "ERROR")]
+    for flag, value, parsed in good:
+        story.step(f"called build_server_parser().parse_args([{flag!r}, {value!r}])")
+        try:
+            got = getattr(lesson.build_server_parser().parse_args([flag, value]),
+                          flag[2:].replace("-", "_"), "(missing)")
+        except SystemExit as exc:
+            got = f"SystemExit({exc.code})"
+        story.check(got == parsed, f"{flag} {value} accepted as {parsed!r}",
+                    f"{got!r}; stderr {short(capsys.readouterr().err, 200)}")
 
 
 @pytest.mark.task("06.server_cli")
@@ -506,9 +521,12 @@ def test_the_server_parser_defaults_are_the_safe_ones(lesson, story):
                     f"{name} = {args.get(name, '(missing)')!r}")
     story.step("called build_server_parser().format_help()")
     help_text = lesson.build_server_parser().format_help()
-    for flag, shown in [("--host", "127.0.0.1"), ("--max-msg", "65536"),
+    story.check(re.search(r"\n\n\S.*\n", help_text.split("options:")[0]) is not None,
+                "a sentence saying what the program is, between usage and options "
+                "(description=...)", short(help_text[:300], 300))
+    for flag, shown in [("--host", "127.0.0.1"), ("--port", "0"), ("--max-msg", "65536"),
                         ("--idle-timeout", "30"), ("--message-deadline", "10"),
-                        ("--max-clients", "10")]:
+                        ("--max-clients", "10"), ("--log-level", "INFO")]:
         part = help_text[help_text.find("\n  " + flag) + 1:]  # its entry, not the usage line
         part = part[:re.search(r"\n  -", part[2:] + "\n  -").start() + 2]
         story.check(shown in part, f"the help of {flag} to show its default {shown} (e.g. "
@@ -578,9 +596,18 @@ def test_the_client_defaults_to_loopback_and_shows_its_timeout(lesson, story, ca
     story.step("called client_main(['--help'])")
     status = run_client_main(lesson, ["--help"])
     help_text = capsys.readouterr().out
-    part = help_text[help_text.find("\n  --timeout") + 1:]  # its entry, not the usage line
-    story.check(status == 0 and "5" in part[:300], "--help to exit 0 and show --timeout's "
-                "default (5 s)", f"status {status}; {short(part, 200)}")
+    story.check(status == 0, "--help to exit 0", repr(status))
+    story.check(re.search(r"\n\n\S.*\n", help_text.split("options:")[0]) is not None,
+                "a sentence saying what the program is, between usage and options",
+                short(help_text[:300], 300))
+    for flag, shown in [("--host", "127.0.0.1"), ("--timeout", "5"), ("--port", "")]:
+        part = help_text[help_text.find("\n  " + flag) + 1:]  # its entry, not the usage line
+        part = part[:re.search(r"\n  -", part[2:] + "\n  -").start() + 2]
+        described = part.split(None, 2)[2:]  # what follows "--flag METAVAR"
+        story.check(shown in part and described and "default: None" not in part,
+                    f"{flag} described" + (f", its default {shown} shown" if shown else
+                                           ", with no default (it is required)"),
+                    short(part, 200))
 
 
 # --------------------------------------------------------------------------- the client, live
@@ -879,50 +906,93 @@ class FirstLineOut(io.StringIO):
             self.line_flushed.set()
 
 
-@pytest.mark.task("06.server_cli")
-@pytest.mark.timeout(15)
-def test_server_main_serves_then_returns_0_on_sigterm(lesson, story, signal_safety_net,
-                                                      monkeypatch):
-    out = FirstLineOut()
-    monkeypatch.setattr(sys, "stdout", out)
-    pid, seen = os.getpid(), {}
+def free_port() -> int:
+    probe = socket.create_server((LOOPBACK, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
 
-    def drive():
+
+def drive_server_main(out, seen, port):
+    """The helper thread of the in-process server_main test: check each flag by behaviour,
+    write what happened into `seen`, then send this process SIGTERM."""
+    def hang_up_after(sock, since):
+        sock.settimeout(3.0)
+        _, how = read_until_close(sock)
+        return how, time.monotonic() - since
+
+    try:
         if not out.line_flushed.wait(5.0):
             seen["problem"] = f"no flushed first line within 5 s (stdout: {out.getvalue()!r})"
-        else:
-            match = FIRST_LINE.match(out.getvalue().splitlines()[0])
-            if match is None:
-                seen["problem"] = f"the first line {out.getvalue().splitlines()[0]!r}"
-            else:
-                try:
-                    with socket.create_connection((match.group(1), int(match.group(2))),
-                                                  timeout=WAIT) as sock:
-                        sock.sendall(frame("upper in process"))
-                        seen["reply"] = read_frame(sock).decode()
-                except OSError as exc:
-                    seen["problem"] = describe(exc)
+            return
+        seen["first"] = out.getvalue().splitlines()[0]
+        address = (LOOPBACK, port)
+        with socket.create_connection(address, timeout=WAIT) as holder:
+            holder.sendall(frame("upper in process"))
+            seen["reply"] = read_frame(holder).decode()
+            with socket.create_connection(address, timeout=WAIT) as extra:
+                seen["busy"] = read_frame(extra).decode()
+            holder.sendall(struct.pack("!I", 101))
+            seen["oversize"] = hang_up_after(holder, time.monotonic())[0]
+        for clock in ("deadline", "idle"):
+            ends = time.monotonic() + 2.0
+            while True:  # the holder's slot comes back a moment after its close
+                sock = socket.create_connection(address, timeout=WAIT)
+                sock.sendall(frame("echo in"))
+                if read_frame(sock) == b"in" or time.monotonic() > ends:
+                    break
+                sock.close()
+            with sock:
+                if clock == "deadline":
+                    sock.sendall(b"\x00\x00\x00")
+                seen[clock] = hang_up_after(sock, time.monotonic())
+    except Exception as exc:
+        seen["problem"] = describe(exc)
+    finally:
         seen["signalled"] = time.monotonic()
-        os.kill(pid, signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    story.step("called server_main(['--port', '0', '--max-clients', '2']) in the main thread, "
-               "with stdout captured; a helper thread waited for the first line, talked to "
-               "the server, then sent this process SIGTERM")
+
+@pytest.mark.task("06.server_cli")
+@pytest.mark.timeout(20)
+def test_server_main_serves_with_its_flags_then_returns_0_on_sigterm(
+        lesson, story, signal_safety_net, monkeypatch, caplog):
+    out = FirstLineOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    caplog.set_level(logging.INFO)
+    port, seen = free_port(), {}
+    argv = ["--port", str(port), "--max-clients", "1", "--max-msg", "100",
+            "--idle-timeout", "1.0", "--message-deadline", "0.4"]
+    story.step(f"called server_main({argv}) in the main thread; a helper thread checked "
+               "each flag by behaviour, then sent this process SIGTERM")
     before = set(threading.enumerate())
-    driver = threading.Thread(target=drive, name="grader-driver", daemon=True)
+    driver = threading.Thread(target=drive_server_main, args=(out, seen, port),
+                              name="grader-driver", daemon=True)
     driver.start()
     try:
-        status = lesson.server_main(["--port", "0", "--max-clients", "2"])
+        status = lesson.server_main(argv)
     except NotImplementedError:
         raise
     except BaseException as exc:  # SystemExit, or the safety net's RuntimeError
         story.fail("server_main to return 0 after SIGTERM", describe(exc))
     returned = time.monotonic()
     driver.join(WAIT)
-    story.check("problem" not in seen, "'listening on HOST:PORT' printed and flushed, then a "
-                "working server", seen.get("problem", ""))
+    story.check("problem" not in seen, "a flushed first line and a server that answers",
+                seen.get("problem", ""))
+    story.check(seen.get("first") == f"listening on 127.0.0.1:{port}",
+                f"the first line 'listening on 127.0.0.1:{port}' (the --port asked for)",
+                repr(seen.get("first")))
     story.check(seen.get("reply") == "IN PROCESS", "the reply 'IN PROCESS'",
                 repr(seen.get("reply")))
+    story.check(seen.get("busy") == BUSY, f"a second client told {BUSY!r} (--max-clients 1)",
+                repr(seen.get("busy")))
+    story.check(seen.get("oversize") in ("closed", "reset"), "a 101-byte announcement dropped "
+                "(--max-msg 100)", repr(seen.get("oversize")))
+    for clock, limit, flag in [("deadline", 0.4, "--message-deadline 0.4, after 3 header bytes"),
+                               ("idle", 1.0, "--idle-timeout 1.0, after a reply")]:
+        how, took = seen.get(clock, ("not tried", 0.0))
+        story.check(how in ("closed", "reset"), f"a hang-up ({flag})", how)
+        check_on_time(story, f"the hang-up ({flag})", took, limit)
     story.check(status == 0, "server_main to return 0 after SIGTERM", repr(status))
     story.check(returned - seen["signalled"] < 3.0, "server_main to return within 3 s of "
                 "SIGTERM", f"{returned - seen['signalled']:.2f} s")
@@ -932,6 +1002,34 @@ def test_server_main_serves_then_returns_0_on_sigterm(lesson, story, signal_safe
                 ", ".join(left))
     story.check(signal.getsignal(signal.SIGTERM) is signal_safety_net[1],
                 "the previous SIGTERM handler back after server_main", "it was not restored")
+    said = [r.getMessage() for r in caplog.records]
+    story.check(any("SIGTERM" in line and "stop" in line.lower() for line in said),
+                "a log line saying SIGTERM arrived and the server is stopping",
+                short(said[-3:], 300))
+
+
+@pytest.mark.task("06.server_cli")
+@pytest.mark.timeout(15)
+def test_server_main_reports_a_port_in_use(lesson, story, signal_safety_net, monkeypatch,
+                                           capsys):
+    taken = socket.create_server((LOOPBACK, 0))
+    port = taken.getsockname()[1]
+    story.step(f"the grader listens on a port itself, then called server_main(['--port', "
+               f"<that port>])")
+    rescue = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    rescue.name = "grader-rescue"
+    rescue.start()
+    try:
+        status = exit_status(lesson.server_main, ["--port", str(port)])
+    finally:
+        rescue.cancel()
+        taken.close()
+    captured = capsys.readouterr()
+    story.check(status == 1, "server_main to return 1 at once (the flags were fine, the port "
+                "was not: 2 means a usage error)", repr(status))
+    story.check(captured.err.startswith("error: ") and "listening" not in captured.out,
+                "one line on stderr beginning 'error: ' and no 'listening' on stdout",
+                f"stderr {short(captured.err, 120)}; stdout {short(captured.out, 120)}")
 
 
 @pytest.mark.task("06.client_cli")
