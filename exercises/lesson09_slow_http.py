@@ -37,9 +37,8 @@ from solutions.lesson05_guarded_server import DeadlineExceeded
 from solutions.lesson06_capstone import LOOPBACK, StopSignals, _port, _positive
 from solutions.lesson07_static_files import content_type, safe_path  # or yours
 from solutions.lesson08_validation import (  # or yours
-    HttpError, Limits, body_length, check_json_type,
-                                           error_response, head_end, log_safe, parse_head,
-                                           parse_json, render_response, safe_call)
+    HttpError, Limits, body_length, check_json_type, error_response, head_end, log_safe,
+    parse_head, parse_json, render_response, safe_call)
 
 SITE = Path(__file__).resolve().parent.parent / "solutions" / "site"  # the demo site
 CHUNK = 64 * 1024

@@ -83,15 +83,18 @@ def header(headers, name):
 
 @pytest.mark.task("08.parse_head")
 def test_parse_head_reads_a_request(lesson, story):
-    data = head("GET /docs/a%20b.txt?x=1 HTTP/1.1", "Host: example.test",
-                "User-Agent:   grader/1.0  ", "X-Twice: one", "x-twice: two")
+    data = head("GET /docs/a%20b.txt?x=1 HTTP/1.1", "Host: example.test:8080",
+                "User-Agent:   grader/1.0  ", "X-Twice: one", "x-twice: two", "X-Edge: XoX")
     request = expect_value(story, f"parse_head({short(data, 80)})", lesson.parse_head, data)
     got = (request.method, request.target, request.version)
     story.check(got == ("GET", "/docs/a%20b.txt?x=1", "HTTP/1.1"),
                 "method GET, target '/docs/a%20b.txt?x=1', version HTTP/1.1", repr(got))
-    story.check(request.get("HOST") == "example.test" and request.get("user-agent") ==
-                "grader/1.0", "headers by any case of their name, values without the "
-                "surrounding spaces", f"Host {request.get('HOST')!r}, User-Agent "
+    story.check(request.get("X-Edge") == "XoX", "X-Edge: 'XoX' (only spaces and tabs are "
+                "stripped from a value)", repr(request.get("X-Edge")))
+    story.check(request.get("HOST") == "example.test:8080" and request.get("user-agent") ==
+                "grader/1.0", "headers by any case of their name (split at the FIRST colon: "
+                "'example.test:8080'), values without the surrounding spaces",
+                f"Host {request.get('HOST')!r}, User-Agent "
                 f"{request.get('user-agent')!r}")
     story.check(request.get_all("X-Twice") == ["one", "two"], "get_all: both values, in order",
                 repr(request.get_all("X-Twice")))
@@ -123,6 +126,7 @@ BAD_HEADS = {
     "bare-cr-in-value": (head("GET / HTTP/1.1", "Host: a", "X-A: a\rb"), 400),
     "nul-in-value": (head("GET / HTTP/1.1", "Host: a", "X-A: a\x00b"), 400),
     "esc-in-value": (head("GET / HTTP/1.1", "Host: a", "X-A: \x1b[31m"), 400),
+    "vertical-tab-around-value": (head("GET / HTTP/1.1", "Host: a", "X-A: \x0bv\x0c"), 400),
     "control-in-target": (head("GET /a\x01b HTTP/1.1", "Host: a"), 400),
     "lf-in-request-line": (head("GET /\nX HTTP/1.1", "Host: a"), 400),
 }
@@ -508,6 +512,8 @@ def test_a_bug_becomes_a_generic_500_with_an_incident_id(lesson, story, logs):
         story.check(leak.encode() not in data, f"nothing about the error in the response "
                     f"(found {leak!r})", short(data, 300))
     check_security_headers(story, headers, "the 500 page")
+    story.check((header(headers, "content-type") or "").startswith("text/plain"),
+                "Content-Type text/plain on the 500 page", repr(header(headers, "content-type")))
     records = [r for r in logs.records if r.levelno >= logging.ERROR]
     story.check(bool(records), "an ERROR in the log", repr(logs.lines()))
     ids = re.findall(r"[0-9a-fA-F]{8,}|[0-9A-Za-z_-]{12,}", body.decode("latin-1"))
