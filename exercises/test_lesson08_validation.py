@@ -443,6 +443,13 @@ def test_render_response_frames_and_protects(lesson, story):
     first_line = data.split(b"\r\n", 1)[0]
     story.check(first_line == b"HTTP/1.1 200 OK", "the status line 'HTTP/1.1 200 OK'",
                 repr(first_line))
+    data = lesson.render_response(204, [("X-A", "b")])
+    story.check(data.endswith(b"\r\n\r\n") and b"Content-Length: 0\r\n" in data,
+                "render_response(204, [('X-A', 'b')]): no body, Content-Length: 0 (body "
+                "defaults to b'')", short(data, 300))
+    data = lesson.error_response(404)
+    story.check(b"onnection:" not in data, "error_response(404): no Connection header (close "
+                "defaults to False)", short(data, 300))
     data = lesson.render_response(404, [], b"x")
     story.check(data.startswith(b"HTTP/1.1 404 Not Found\r\n"), "'HTTP/1.1 404 Not Found' "
                 "(the standard phrase: http.HTTPStatus(404).phrase)", short(data, 80))
@@ -582,6 +589,11 @@ def test_log_safe_escapes_controls(lesson, story):
     story.check(lesson.log_safe("\\n") != lesson.log_safe("\n"),
                 "a typed backslash-n to differ from an escaped newline (escape '\\\\' too)",
                 f"both gave {lesson.log_safe(chr(10))!r}")
+    got = lesson.log_safe("y" * 301)
+    story.check(got == "y" * 300 + "...", "log_safe of 301 characters: the first 300 and "
+                "'...' (limit defaults to 300)", f"{len(got)} characters")
+    got = lesson.log_safe("y" * 300)
+    story.check(got == "y" * 300, "log_safe of 300 characters: unchanged", f"{len(got)} characters")
     got = lesson.log_safe("x" * 20, 10)
     story.check(got == "x" * 10 + "...", "log_safe('x' * 20, 10) == 'xxxxxxxxxx...' (cut, and "
                 "marked as cut)", repr(got))
