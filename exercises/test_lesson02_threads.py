@@ -310,17 +310,17 @@ def test_the_accept_loop_survives_accept_errors(lesson, story):
 
 
 @contextlib.contextmanager
-def thread_start_fails_once():
-    """The next thread started by a server thread (not by the grader) fails to start, with
-    the RuntimeError Python raises when the OS has no threads left. Yields the list of the
-    refused threads. A stand-in: exhausting the OS's threads for real would starve the grader."""
+def thread_start_fails_once(older: set):
+    """The next thread started by a server thread (one not in `older`, not the grader's) fails
+    to start, with the RuntimeError Python raises when the OS has no threads left. Yields the
+    list of the refused threads. A stand-in: exhausting the OS's threads for real would starve
+    the grader."""
     real_start = threading.Thread.start
     refused = []
 
     def start(thread):
         starter = threading.current_thread()
-        if (not refused and starter is not threading.main_thread()
-                and not starter.name.startswith("grader-")):
+        if not refused and starter not in older and not starter.name.startswith("grader-"):
             refused.append(thread)
             raise RuntimeError("can't start new thread")
         return real_start(thread)
@@ -334,8 +334,9 @@ def thread_start_fails_once():
 
 @pytest.mark.task("02.concurrency")
 def test_the_accept_loop_survives_a_thread_that_cannot_start(lesson, story):
+    older = set(threading.enumerate())  # the main thread, and any left by earlier tests
     with running(lesson.ThreadedEchoServer(idle_timeout=5), story) as address:
-        with thread_start_fails_once() as refused:
+        with thread_start_fails_once(older) as refused:
             story.step("from now on, the next thread your server starts fails with "
                        "RuntimeError(\"can't start new thread\"), as when the OS has none left")
             with connect(address, story) as unlucky:
