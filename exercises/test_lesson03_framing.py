@@ -207,7 +207,7 @@ def test_recv_msg_reads_back_to_back_frames_one_at_a_time(lesson, pair, story):
 @pytest.mark.task("03.recv_msg")
 def test_recv_msg_refuses_a_forged_4gib_length_without_reading_on(lesson, pair, story):
     ours, yours = pair
-    ours.sendall(struct.pack("!I", 0xFFFFFFFF) + b"NEXT")
+    ours.sendall(peers.forged_header(0xFFFFFFFF) + b"NEXT")
     story.step("sent a header announcing 4294967295 bytes (4 GiB), then b'NEXT'")
     story.step("called recv_msg(sock, max_size=1024)")
     exc = expect_raise(story, lambda: lesson.recv_msg(yours, max_size=1024), ValueError,
@@ -263,7 +263,7 @@ def test_recv_msg_raises_when_the_stream_ends_mid_frame(lesson, pair, story, par
 @pytest.mark.task("03.recv_msg")
 def test_recv_msg_gives_up_on_a_peer_that_stops_mid_frame(lesson, pair, story):
     ours, yours = pair
-    ours.sendall(struct.pack("!I", 10) + b"abc")
+    ours.sendall(peers.forged_header(10) + b"abc")
     yours.settimeout(LIMIT)
     story.step(f"sent a header announcing 10 bytes, then only b'abc', then nothing (a peer "
                f"that lies about the length); the socket's timeout is {LIMIT} s")
