@@ -496,7 +496,7 @@ def test_the_server_parser_refuses_every_invalid_value(lesson, story, capsys):
                     "an argparse type that raises ArgumentTypeError)", str(status))
         story.check(value in err, f"the error message to name the value refused ({value})",
                     short(err, 200))
-    good = [("--port", "65535", 65535), ("--max-clients", "1", 1), ("--max-msg", "1000000",
+    good = [("--port", "0", 0), ("--port", "65535", 65535), ("--max-clients", "1", 1), ("--max-msg", "1000000",
             1000000), ("--idle-timeout", "0.5", 0.5), ("--message-deadline", "2.5", 2.5)]
     good += [("--log-level", level, level) for level in ("DEBUG", "INFO", "WARNING", "ERROR")]
     for flag, value, parsed in good:
@@ -529,7 +529,8 @@ def test_the_server_parser_defaults_are_the_safe_ones(lesson, story):
                         ("--max-clients", "10"), ("--log-level", "INFO")]:
         part = help_text[help_text.find("\n  " + flag) + 1:]  # its entry, not the usage line
         part = part[:re.search(r"\n  -", part[2:] + "\n  -").start() + 2]
-        story.check(shown in part, f"the help of {flag} to show its default {shown} (e.g. "
+        story.check(re.search(rf"default\W+{re.escape(shown)}", part, re.IGNORECASE),
+                    f"the help of {flag} to say 'default: {shown}' (e.g. "
                     "formatter_class=argparse.ArgumentDefaultsHelpFormatter)", short(part, 200))
 
 
@@ -932,8 +933,10 @@ def drive_server_main(out, seen, port):
             seen["reply"] = read_frame(holder).decode()
             with socket.create_connection(address, timeout=WAIT) as extra:
                 seen["busy"] = read_frame(extra).decode()
-            holder.sendall(struct.pack("!I", 101))
-            seen["oversize"] = hang_up_after(holder, time.monotonic())[0]
+            holder.sendall(frame("echo " + "x" * 96))  # 101 bytes: one over --max-msg
+            holder.settimeout(3.0)
+            data, how = read_until_close(holder)
+            seen["oversize"] = how if not data else f"the reply {short(data)}"
         for clock in ("deadline", "idle"):
             ends = time.monotonic() + 2.0
             while True:  # the holder's slot comes back a moment after its close
@@ -986,8 +989,8 @@ def test_server_main_serves_with_its_flags_then_returns_0_on_sigterm(
                 repr(seen.get("reply")))
     story.check(seen.get("busy") == BUSY, f"a second client told {BUSY!r} (--max-clients 1)",
                 repr(seen.get("busy")))
-    story.check(seen.get("oversize") in ("closed", "reset"), "a 101-byte announcement dropped "
-                "(--max-msg 100)", repr(seen.get("oversize")))
+    story.check(seen.get("oversize") in ("closed", "reset"), "a 101-byte message dropped "
+                "without a reply (--max-msg 100)", repr(seen.get("oversize")))
     for clock, limit, flag in [("deadline", 0.4, "--message-deadline 0.4, after 3 header bytes"),
                                ("idle", 1.0, "--idle-timeout 1.0, after a reply")]:
         how, took = seen.get(clock, ("not tried", 0.0))
