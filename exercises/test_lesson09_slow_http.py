@@ -7,7 +7,6 @@ clocks far away, so a deadline twice too long fails and a machine three times sl
 """
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -92,9 +91,16 @@ def clocks(**overrides):
     return values
 
 
-def health(address, story):
-    reply = exchange(address, request("GET", "/healthz"), story, "a /healthz response",
-                     who="a health check")
+def health(address, story, within=2.0):
+    """GET /healthz as JSON, retrying while the server says 503 (slots of connections that
+    just closed come back a moment after the close)."""
+    ends = time.monotonic() + within
+    while True:
+        reply = exchange(address, request("GET", "/healthz"), story, "a /healthz response",
+                         who="a health check")
+        if reply.status != 503 or time.monotonic() > ends:
+            break
+        time.sleep(0.05)
     check_status(story, reply, 200)
     try:
         return reply.json()
