@@ -47,6 +47,10 @@ def site(tmp_path):
     (root / "sub" / "page.txt").write_bytes(b"a page in a folder without index.html\n")
     (root / "docs" / "index.html").write_bytes(b"<h1>docs</h1>\n")
     (root / ".env").write_bytes(b"PASSWORD=hunter2\n")
+    # Names a lenient decoder would reach: "%ff%fe" with errors="replace" is "\ufffd\ufffd",
+    # and "back\\slash" is back/slash on Windows. Both must stay unreachable.
+    (root / "\ufffd\ufffd.txt").write_bytes(b"reached through invalid UTF-8\n")
+    (root / "back\\slash.txt").write_bytes(b"reached through a backslash\n")
     os.symlink(tmp_path / "secret.txt", root / "link.txt")
     os.symlink(tmp_path / "outside", root / "linkdir")
     os.symlink(tmp_path / "secret.txt", root / "evil" / "index.html")
@@ -87,6 +91,7 @@ def traversal_urls(site: Path):
         "nul-byte": "/hello.txt%00.html",
         "raw-nul": "/hello.txt\x00",
         "bad-utf8": "/%ff%fe.txt",
+        "backslash-in-a-name": "/back%5cslash.txt",
         "symlink-file": "/link.txt",
         "symlink-dir": "/linkdir/secret.txt",
         "symlink-index": "/evil/",
@@ -107,6 +112,9 @@ def test_safe_path_finds_files_inside_the_root(lesson, story, site):
         "/hello.txt": site / "hello.txt",
         "/hello%20world.txt": site / "hello world.txt",
         "/hello.txt?download=1#top": site / "hello.txt",
+        "/hello.txt#top": site / "hello.txt",
+        "/hello.txt#a#b": site / "hello.txt",
+        "/hello.txt?a=1?b=2": site / "hello.txt",
         "/sub/page.txt": site / "sub" / "page.txt",
         "/%68ello.txt": site / "hello.txt",
         "/alias.txt": site / "hello.txt",
