@@ -188,7 +188,7 @@ class FakeServer:
     with the text reversed (so a client cannot pass by printing anything of its own), to
     "quit" with "bye", and records what it received and how the connection ended."""
 
-    def __init__(self, mode="normal"):
+    def __init__(self, mode="normal", host=LOOPBACK):
         # "normal"; "busy"; "hang-up": closes after one message, no reply; "silent": reads but
         # never replies; "mute": accepts, then neither reads nor replies; "big": each reply is
         # the reversed text repeated to BIG bytes, sent in small pieces
@@ -196,7 +196,7 @@ class FakeServer:
         self.received = []
         self.received_at = []  # time.monotonic() of each message
         self.ending = "no connection"
-        self.listener = socket.create_server((LOOPBACK, 0))
+        self.listener = socket.create_server((host, 0))
         # A client PROGRAM may take seconds to start on a busy machine: wait for it that long.
         self.listener.settimeout(FIRST_LINE_WAIT * 2)
         self.port = self.listener.getsockname()[1]
@@ -362,12 +362,13 @@ def test_client_gives_up_on_a_silent_server(programs, story):
 @pytest.mark.task("06.client_cli")
 def test_run_client_in_process(lesson, story):
     fake = FakeServer()
-    out = io.StringIO()
-    story.step("called run_client('127.0.0.1', <port>, ['\\n', 'echo x\\n', '  \\n', 'quit\\n'], "
-               "out=StringIO(), timeout=2.0) against the grader's server (blank lines are "
-               "skipped, not the end)")
-    call = run_in_thread(lesson.run_client, LOOPBACK, fake.port,
-                         ["\n", "echo x\n", "  \n", "quit\n"], out, 2.0, name="grader-run-client")
+    out = FlushedLines()
+    lines = ["\n", "echo x\n", "  \n", "Quit\n", "echo never\n"]
+    story.step(f"called run_client('127.0.0.1', <port>, {lines!r}, out=<a StringIO that notes "
+               "flushes>, timeout=2.0) against the grader's server (blank lines are skipped, "
+               "not the end; nothing is sent after quit, in any case)")
+    call = run_in_thread(lesson.run_client, LOOPBACK, fake.port, lines, out, 2.0,
+                         name="grader-run-client")
     try:
         status = call.result(timeout=5.0)
     except NotImplementedError:
@@ -375,9 +376,75 @@ def test_run_client_in_process(lesson, story):
     except Exception as exc:
         story.fail("run_client to return 0", describe(exc))
     fake.finish()
+    story.check(fake.received == ["echo x", "Quit"], "the server to receive 'echo x' and "
+                "'Quit', and nothing after quit", repr(fake.received))
     story.check(out.getvalue().splitlines() == ["x ohce", "bye"],
                 "'x ohce' and 'bye' written to out", repr(out.getvalue()))
+    story.check(out.unflushed == 0, "each reply flushed as soon as it is written (a person "
+                "reading through a pipe sees it at once)", f"{out.unflushed} lines never flushed")
     story.check(status == 0, "run_client to return 0", repr(status))
+
+
+class FlushedLines(io.StringIO):
+    """An `out` that counts lines written but not yet flushed."""
+
+    def __init__(self):
+        super().__init__()
+        self.unflushed = 0
+
+    def write(self, text):
+        self.unflushed += text.count("\n")
+        return super().write(text)
+
+    def flush(self):
+        self.unflushed = 0
+        super().flush()
+
+
+@pytest.mark.task("06.client_cli")
+def test_run_client_reports_a_refused_connection(lesson, story, capsys):
+    port = free_port()
+    story.step("called run_client('127.0.0.1', <a port nobody listens on>, ['echo hi\\n'], "
+               "out=StringIO(), timeout=2.0)")
+    call = run_in_thread(lesson.run_client, LOOPBACK, port, ["echo hi\n"], io.StringIO(), 2.0,
+                         name="grader-run-client")
+    status = call.result_for(story, "run_client to return 1", timeout=5.0)
+    err = capsys.readouterr().err
+    story.check(status == 1, "run_client to return 1 (the connection was refused)",
+                repr(status))
+    story.check(err.startswith("error: ") and len(err.strip()) > len("error:"),
+                "one line on stderr: 'error: ' and what went wrong", short(err, 200))
+
+
+@pytest.mark.task("06.client_cli")
+def test_client_main_passes_host_and_timeout_on(lesson, story, capsys):
+    fake = FakeServer("silent")
+    story.step("the grader's server reads messages but never replies; called "
+               "client_main(['--host', '127.0.0.1', '--port', <port>, '--timeout', '0.6']) "
+               "with stdin 'echo hello?\\n'")
+    started = time.monotonic()
+    call = run_in_thread(run_client_main, lesson, ["--host", LOOPBACK, "--port", str(fake.port),
+                                                   "--timeout", "0.6"], "echo hello?\n",
+                         name="grader-client-main")
+    status = call.result_for(story, "client_main to give up after 0.6 s", timeout=5.0)
+    ended = time.monotonic()
+    capsys.readouterr()
+    story.check(status == 1, "client_main to return 1 (no reply within --timeout)",
+                repr(status))
+    since = fake.received_at[0] if fake.received_at else started
+    check_on_time(story, "client_main giving up (--timeout 0.6, from the message)",
+                  ended - since, 0.6)
+    fake.finish()
+    if sys.platform.startswith("linux"):  # all of 127/8 is loopback on Linux, not on macOS
+        other = FakeServer(host="127.0.0.2")
+        story.step("the grader's server listens on 127.0.0.2 only; called client_main(['--host', "
+                   "'127.0.0.2', '--port', <port>]) with stdin 'quit\\n'")
+        status = run_client_main(lesson, ["--host", "127.0.0.2", "--port", str(other.port)],
+                                 "quit\n")
+        out = capsys.readouterr().out
+        other.finish()
+        story.check(status == 0 and other.received == ["quit"], "--host to be used: 'bye' "
+                    "from 127.0.0.2", f"status {status}; stdout {short(out)}")
 
 
 # --------------------------------------------------------------------------- 06.end_to_end
