@@ -117,8 +117,8 @@ class StaticHandler(BaseHTTPRequestHandler):
 
 
 def make_static_server(root, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A ThreadingHTTPServer((host, port), StaticHandler) with daemon threads and
-    `server.root` set to Path(root).resolve(). Do not start it: the caller runs
+    """A ThreadingHTTPServer((host, port), StaticHandler) (its threads are daemon threads)
+    with `server.root` set to Path(root).resolve(). Do not start it: the caller runs
     serve_forever() in a thread, and later shutdown() and server_close()."""
     raise NotImplementedError("make_static_server(): ThreadingHTTPServer((host, port), "
                               "StaticHandler), then set server.root")

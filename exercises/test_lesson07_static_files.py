@@ -5,8 +5,10 @@ Every test builds its own little site in a temporary folder, with secrets next t
 symlinks pointing at them) that no URL may reach.
 """
 import contextlib
+import logging
 import os
 import socket
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -280,6 +282,9 @@ def check_files(static, story):
         story.check(reply.body == body, f"the file's bytes {short(body)}", short(reply.body))
         got = (reply.header("content-type") or "").split(";")[0].strip()
         story.check(got == media, f"Content-Type {media}", repr(reply.header("content-type")))
+        story.check((reply.header("x-content-type-options") or "").lower() == "nosniff",
+                    "X-Content-Type-Options: nosniff (the browser keeps our Content-Type)",
+                    short(reply.raw_head, 300))
 
 
 @pytest.mark.task("07.static_server")
@@ -308,6 +313,14 @@ def check_head(static, story):
                                 "(a HEAD answer that carried a body would garble it)")
         check_status(story, reply, 200)
         story.check(reply.body == HELLO, repr(HELLO), short(reply.body))
+        sock.sendall(request("HEAD", "/missing.txt") + request("GET", "/hello.txt"))
+        story.step("sent HEAD /missing.txt and GET /hello.txt on the same connection")
+        head = expect_response(reader, story, "a response to HEAD /missing.txt", head_only=True)
+        check_status(story, head, 404)
+        reply = expect_response(reader, story, "the GET response right after the HEAD 404 "
+                                "(a 404 to HEAD carries no body either)")
+        story.check(reply.status == 200 and reply.body == HELLO, f"200 with {short(HELLO)}",
+                    str(reply))
 
 
 @pytest.mark.task("07.static_server")
@@ -353,6 +366,24 @@ def check_attacks(static, story, site):
 
 
 @pytest.mark.task("07.static_server")
+def test_server_logs_each_request_through_logging(lesson, site, story, caplog):
+    caplog.set_level(logging.INFO)
+    with static_server(lesson, site, story) as static:
+        with socket.create_connection(static[0], timeout=WAIT) as sock:
+            sock.sendall(request("GET", "/hello.txt"))
+            expect_response(Reader(sock), story, "a response to GET /hello.txt")
+            port = sock.getsockname()[1]
+        time.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records]
+    story.check(any(line.startswith("127.0.0.1 ") and '"GET /hello.txt HTTP/1.1" 200' in line
+                    for line in lines),
+                "a log record (logging, not print: a notebook's background thread never prints) "
+                "'127.0.0.1 \"GET /hello.txt HTTP/1.1\" 200 ...'", repr(lines[-3:]))
+    story.check(not any(str(port) in line.split(" ")[0] for line in lines),
+                "the client's address first in the line", repr(lines[-3:]))
+
+
+@pytest.mark.task("07.static_server")
 def test_server_never_lists_a_folder(lesson, site, story):
     with static_server(lesson, site, story) as static:
         check_no_listing(static, story)
@@ -363,3 +394,7 @@ def check_no_listing(static, story):
         reply = get(static, story, target)
         story.check(reply.status == 404 and b"page.txt" not in reply.body,
                     f"404 without a listing for {target}", str(reply))
+        story.check((reply.header("content-type") or "").startswith("text/plain") and
+                    (reply.header("x-content-type-options") or "").lower() == "nosniff",
+                    "the 404 page as text/plain, with X-Content-Type-Options: nosniff",
+                    short(reply.raw_head, 300))

@@ -160,7 +160,6 @@ class StaticHandler(BaseHTTPRequestHandler):
 def make_static_server(root, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """A ThreadingHTTPServer serving the files under `root` with StaticHandler (not started:
     call serve_forever() in a thread; shutdown() and server_close() to stop)."""
-    server = ThreadingHTTPServer((host, port), StaticHandler)
-    server.daemon_threads = True
+    server = ThreadingHTTPServer((host, port), StaticHandler)  # daemon threads by default
     server.root = Path(root).resolve()
     return server
