@@ -29,7 +29,9 @@ class ThreadedEchoServer:
     - an accept() that fails (OSError, e.g. EMFILE "too many open files") does not end the
       accept loop: pause briefly (so a lasting error does not spin the CPU), then go on;
     - neither does a thread that cannot start (RuntimeError "can't start new thread"):
-      close that client's connection and go on.
+      close that client's connection and go on;
+    - a client's thread ends normally however its client ends (silent, reset, gone): catch
+      the error, close the connection, return. An exception escaping a thread is a crash.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_timeout: float = 30.0):

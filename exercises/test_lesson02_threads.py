@@ -23,6 +23,31 @@ def lesson(graded):
     return graded("lesson02_threads")
 
 
+@pytest.fixture(autouse=True)
+def no_thread_crashes():
+    """Fails the test if a thread of the server dies with an unhandled exception: a client's
+    error (a timeout, a reset, a bug) must end that client cleanly, not as a crash trace."""
+    crashes = []
+    previous = threading.excepthook
+
+    def record(args):
+        if args.thread is None or not args.thread.name.startswith("grader-"):
+            crashes.append(f"{args.thread.name if args.thread else '?'}: "
+                           f"{describe(args.exc_value) if args.exc_value else args.exc_type}")
+        previous(args)
+
+    threading.excepthook = record
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+    if crashes:
+        pytest.fail("A thread of your server ended with an unhandled exception:\n  "
+                    + "\n  ".join(crashes[:3]) + "\nCatch what a client's thread can raise "
+                    "(TimeoutError, ConnectionError, ...), close the connection, and let the "
+                    "thread end normally.", pytrace=False)
+
+
 def echo_round(sock, story, data: bytes, who: str = "the client"):
     """Send data and expect exactly it back; returns the seconds the reply took."""
     sock.sendall(data)
