@@ -238,6 +238,11 @@ class FakeServer:
                     self.ending = "bye"
                     return
                 reply = frame(text[::-1])
+                if self.mode == "forged":  # a lying server: announces 4 GiB, sends nothing
+                    conn.sendall(struct.pack("!I", 0xFFFFFFFF))
+                    read_until_close(conn)
+                    self.ending = "the client closed the connection"
+                    return
                 if self.mode == "big":
                     reply = frame((text[::-1] * BIG)[:BIG])
                     for i in range(0, len(reply), 4096):  # in pieces: one recv cannot get it all
@@ -399,6 +404,22 @@ class FlushedLines(io.StringIO):
     def flush(self):
         self.unflushed = 0
         super().flush()
+
+
+@pytest.mark.task("06.client_cli")
+def test_run_client_refuses_a_forged_reply_length(lesson, story, capsys):
+    fake = FakeServer("forged")
+    story.step("the grader's server answers with a header announcing 4 GiB, and no body")
+    status, out, ended, started = timed_run_client(lesson, story, fake, ["echo hi\n"], 2.0)
+    err = capsys.readouterr().err
+    fake.finish()
+    story.check(status == 1 and out == "", "run_client to print nothing and return 1 at once "
+                "(the client checks the size cap too: recv_msg raises MessageTooLarge)",
+                f"status {status!r}, out {short(out)}")
+    story.check(ended - started < 1.0, "to give up at once, not after its 2 s timeout",
+                f"after {ended - started:.2f} s")
+    story.check(err.startswith("error: ") and len(err.strip()) > len("error:"),
+                "one line on stderr: 'error: ' and what went wrong", short(err, 200))
 
 
 @pytest.mark.task("06.client_cli")
