@@ -249,7 +249,12 @@ def static_server(lesson, site, story):
         raise
     except Exception as exc:
         story.fail("make_static_server(root) to return a ThreadingHTTPServer", describe(exc))
-    story.step("created make_static_server(<site>) on 127.0.0.1, port 0")
+    story.step("created make_static_server(<site>) (host and port left at their defaults)")
+    host, port = server.server_address[:2]
+    if host != "127.0.0.1" or port < 1024:
+        server.server_close()
+        story.fail("127.0.0.1 and port 0 by default (the OS picks a free port above 1023)",
+                   f"{host}:{port}")
     tracker = Tracked(server)
     with serve_forever(server, story) as address:
         yield address, tracker
