@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The program's flags, with the defaults of the notebook's table (argparse with
     formatter_class=argparse.ArgumentDefaultsHelpFormatter, prog=f"python -m
     {__package__}.http_server"): --host (LOOPBACK), --port (type=_port, 0), --root
-    (type=Path, SITE), --max-body (1048576), --max-json-depth (32), --header-timeout (10),
+    (type=Path, default=argparse.SUPPRESS so --help shows no machine-specific path; main()
+    falls back to SITE), --max-body (1048576), --max-json-depth (32), --header-timeout (10),
     --body-timeout (30), --idle-timeout (5), --send-timeout (10), --max-clients (100) and
     --log-level (INFO; choices DEBUG, INFO, WARNING, ERROR). Counts use type=_positive(int),
     seconds type=_positive(float): zero and negative values are refused with exit 2."""
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # bad values: usage on stderr, exit 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
+    args.root = getattr(args, "root", SITE)
     if not args.root.is_dir():
         print(f"error: --root {args.root}: not a folder", file=sys.stderr)
         return 2

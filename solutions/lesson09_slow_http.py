@@ -294,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=LOOPBACK,
                         help="address to listen on; anything but loopback exposes the server")
     parser.add_argument("--port", type=_port, default=0, help="TCP port; 0 picks any free port")
-    parser.add_argument("--root", type=Path, default=SITE, help="folder of files to serve")
+    # SUPPRESS: --help then names the demo site instead of this machine's absolute path.
+    parser.add_argument("--root", type=Path, default=argparse.SUPPRESS,
+                        help="folder of files to serve (default: the demo site, solutions/site)")
     parser.add_argument("--max-body", type=count, default=1 << 20,
                         help="largest request body in bytes (413 above, before reading it)")
     parser.add_argument("--max-json-depth", type=count, default=32,
@@ -320,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # bad values: usage on stderr, exit 2
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
+    args.root = getattr(args, "root", SITE)
     if not args.root.is_dir():
         print(f"error: --root {args.root}: not a folder", file=sys.stderr)
         return 2
