@@ -315,7 +315,7 @@ def make_server(cls, story, boom=False, sndbuf=None, **kwargs):
     host: a client that reads slowly then fills it after a few replies (back-pressure)."""
 
     class Graded(cls):
-        poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
+        poll_interval = 0.01  # ThreadedServer's accept loop: stop() returns sooner
         not_implemented = None
 
         def _stub(self, exc):
@@ -394,12 +394,16 @@ class ListHandler(logging.Handler):
         return [r.getMessage() for r in list(self.records) if r.levelno >= min_level]
 
 
-def wait_for_line(logs: ListHandler, *parts, min_level=logging.DEBUG, wait=WAIT, start=""):
+def wait_for_line(logs: ListHandler, *parts, min_level=logging.DEBUG, wait=WAIT, start="",
+                  server=None):
     """The first logged line that begins with `start` and contains every one of parts,
     waiting up to `wait` s; or None. Server threads log a moment after the client sees the
-    effect, so look more than once."""
+    effect, so look more than once. With server= (from make_server), a stub's
+    NotImplementedError in a server thread ends the wait at once."""
     ends = time.monotonic() + wait
     while True:
+        if server is not None and server.not_implemented is not None:
+            raise server.not_implemented
         for line in logs.lines(min_level):
             if line.startswith(start) and all(part in line for part in parts):
                 return line

@@ -413,7 +413,7 @@ def test_a_reset_at_any_stage_is_survived_and_logged(lesson, story, logs, stage)
         client = slow_reader(address, story)
         peer = peer_of(client)
         stage(client, story)
-        line = wait_for_line(logs, start=f"CLOSE {peer}")
+        line = wait_for_line(logs, start=f"CLOSE {peer}", server=server)
         story.check(line is not None, f"a line 'CLOSE {peer}' in the log (the handler's "
                     "finally runs however the connection ends, a reset too)",
                     f"these lines: {logs.lines()}")
