@@ -777,6 +777,31 @@ def test_help_and_bad_values(lesson, program, story):
 
 
 @pytest.mark.task("09.program")
+def test_the_parser_has_the_safe_defaults(lesson, story):
+    story.step("build_parser().parse_args([]) (in this process)")
+    args = lesson.build_parser().parse_args([])
+    expected = {"host": "127.0.0.1", "port": 0, "max_body": 1048576, "max_json_depth": 32,
+                "header_timeout": 10.0, "body_timeout": 30.0, "idle_timeout": 5.0,
+                "send_timeout": 10.0, "max_clients": 100, "log_level": "INFO"}
+    got = {name: getattr(args, name, None) for name in expected}
+    story.check(got == expected, f"the defaults {expected}", repr(got))
+    flags = ["--port", "8080", "--max-body", "10", "--max-json-depth", "3", "--header-timeout",
+             "0.5", "--body-timeout", "0.25", "--idle-timeout", "1.5", "--send-timeout", "2.5",
+             "--max-clients", "7", "--log-level", "DEBUG", "--host", "127.0.0.2", "--root", "x"]
+    story.step(f"build_parser().parse_args({flags})")
+    args = lesson.build_parser().parse_args(flags)
+    got = {name: getattr(args, name, None) for name in expected}
+    want = {"host": "127.0.0.2", "port": 8080, "max_body": 10, "max_json_depth": 3,
+            "header_timeout": 0.5, "body_timeout": 0.25, "idle_timeout": 1.5, "send_timeout": 2.5,
+            "max_clients": 7, "log_level": "DEBUG"}
+    story.check(got == want and str(args.root) == "x", f"every flag parsed: {want}, root 'x'",
+                f"{got}, root {getattr(args, 'root', None)!r}")
+    text = lesson.build_parser().format_help()
+    missing = [flag for flag in FLAGS if flag not in text]
+    story.check(not missing, "every flag in the help", f"missing: {missing}")
+
+
+@pytest.mark.task("09.program")
 def test_the_program_serves_with_safe_defaults(program, story):
     proc = program.start()
     story.check(proc.address[0] == "127.0.0.1", "127.0.0.1 by default", proc.address[0])
