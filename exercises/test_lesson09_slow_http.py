@@ -489,6 +489,22 @@ def test_active_connections_counts_connections_not_threads(lesson, story, root, 
         for t in helpers:
             t.start()
         story.step("(5 unrelated threads are running in the process)")
+        first = health(address, story).get("uptime_s")
+        time.sleep(0.15)
+        with socket.create_connection(address, WAIT) as sock:
+            sock.sendall(request("HEAD", "/healthz?probe=1") + request("GET", "/healthz?a=1?b=2"))
+            reader = Reader(sock)
+            head = expect_response(reader, story, "a response to HEAD /healthz", head_only=True)
+            check_status(story, head, 200)
+            reply = expect_response(reader, story, "GET /healthz right after (a HEAD answer "
+                                    "carries no body)")
+            story.check(reply.header("content-type") == "application/json",
+                        "Content-Type: application/json", short(reply.raw_head, 300))
+            later = reply.json().get("uptime_s")
+        story.check(isinstance(first, (int, float)) and isinstance(later, (int, float))
+                    and 0 <= first < 60 and later >= first + 0.1,
+                    "uptime_s: seconds since the server started, growing (0.15 s between reads)",
+                    f"{first!r} then {later!r}")
         socks = holders(address, story, 3)
         try:
             data = health(address, story)
@@ -620,7 +636,9 @@ def test_echo_and_its_refusals(lesson, story, root, logs):
             (request("POST", "/echo", json_type, b"[[[[[1]]]]]"), 400),
             (request("POST", "/echo", [("Content-Type", "text/plain")], b"hi"), 415),
             (request("POST", "/echo", json_type), 411),
+            (request("POST", "/echo?debug=1", json_type, b"[[[[1]]]]"), 200),
             (request("GET", "/echo"), 405),
+            (request("POST", "/hello.txt", json_type, b"{}"), 405),
             (request("DELETE", "/hello.txt"), 405),
             (request("BREW", "/"), 501),
             (request("GET", "/", host=False), 400),
@@ -634,8 +652,15 @@ def test_echo_and_its_refusals(lesson, story, root, logs):
             if status == 200:
                 story.check(reply.json() == {"received": [[[[1]]]]}, "{'received': [[[[1]]]]}",
                             short(reply.body))
+                story.check(reply.header("content-type") == "application/json",
+                            "Content-Type: application/json", short(reply.raw_head, 300))
             if status == 405:
-                story.check(reply.header("allow") is not None, "an Allow header on a 405",
+                allow = {"/echo": "POST"}.get(data.split(b" ")[1].decode(), "GET, HEAD")
+                if data.startswith(b"DELETE"):
+                    allow = None  # a method the server does not serve anywhere: any Allow list
+                story.check(reply.header("allow") is not None and
+                            (allow is None or reply.header("allow") == allow),
+                            f"an Allow header ({allow or 'any list'}) on a 405",
                             short(reply.raw_head, 300))
 
 
@@ -660,6 +685,12 @@ def test_a_bug_is_a_500_and_logs_are_escaped(lesson, story, root, logs):
                     repr(lines[-5:]))
         story.check(any("FORGED" in line for line in lines), "the refused request in the log",
                     repr(lines[-5:]))
+        access = [line for line in lines if line.startswith("ACCESS 127.0.0.1:")]
+        story.check(any('"GET /boom HTTP/1.1" 500 "grader\\x85agent"' in line for line in access)
+                    and any('"GET /hello.txt HTTP/1.1" 200 "-"' in line for line in access),
+                    'access lines like ACCESS 127.0.0.1:PORT "GET /boom HTTP/1.1" 500 '
+                    '"grader\\x85agent" (peer, request line, status, escaped User-Agent)',
+                    repr(access[-4:]))
         for line in lines:
             story.check(line.isprintable(), "every log line printable: CR, LF and other "
                         "controls from a request escaped (log_safe)", repr(line))
