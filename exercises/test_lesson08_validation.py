@@ -6,6 +6,7 @@ look at what comes back. No sockets, no threads, no waiting.
 import json
 import logging
 import re
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 # The `lesson` fixture is only the module under test: the same for every generated example.
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 
-from graderkit import describe, short
+from graderkit import describe, run_in_thread, short
 
 CRLF = "\r\n"
 
@@ -228,8 +229,10 @@ def post(lesson, *headers):
 
 @pytest.mark.task("08.content_length")
 def test_body_length_accepts_plain_digits(lesson, story):
-    for value, expected in [("0", 0), ("5", 5), ("007", 7), ("100", 100)]:
-        got = expect_value(story, f"body_length with Content-Length: {value} (max_body 100)",
+    for value, expected in [("0", 0), ("5", 5), ("007", 7), ("100", 100),
+                            ("0" * 5000 + "7", 7)]:  # int() refuses > 4300 digits
+        got = expect_value(story, f"body_length with Content-Length: {short(value, 20)} "
+                           "(max_body 100)",
                            lesson.body_length, post(lesson, f"Content-Length: {value}"), 100)
         story.check(got == expected, str(expected), repr(got))
     got = expect_value(story, "body_length of a GET without Content-Length",
@@ -346,9 +349,32 @@ def test_parse_json_limits_depth(lesson, story):
 
 
 @pytest.mark.task("08.json")
+def test_the_depth_scan_is_linear(lesson, story):
+    """A check that takes n*n steps holds the GIL: every thread of the server stops with it."""
+    body = b'"' + b'\\"' * 16_000  # an unterminated string full of escaped quotes (32 KB)
+    story.step(f"parse_json of an unterminated 32 KB string of escaped quotes, in a thread")
+    started = time.monotonic()
+    call = run_in_thread(outcome, story, "parse_json", lesson.parse_json, body, 32)
+    try:
+        value, error = call.result(timeout=5.0)
+    except NotImplementedError:
+        raise
+    except TimeoutError:
+        story.fail("an answer in well under a second", "no answer within 5 s")
+    elapsed = time.monotonic() - started
+    if isinstance(error, NotImplementedError):
+        raise error
+    story.check(isinstance(error, lesson.HttpError) and error.status == 400,
+                "HttpError 400 (it is not JSON)", describe(error) if error else short(value))
+    story.check(elapsed < 1.0, "an answer within 1 s (a linear scan takes milliseconds; a "
+                "backtracking regex takes seconds)", f"{elapsed:.2f} s")
+
+
+@pytest.mark.task("08.json")
 def test_parse_json_refuses_bad_bodies(lesson, story):
     for body, why in [(b'{"a": 1', "truncated"), (b"\xff\xfe{}", "not UTF-8"),
                       (b"NaN", "NaN is not JSON"), (b'{"a": Infinity}', "Infinity is not JSON"),
+                      (b"[1e999]", "1e999 is infinite: json.dumps would write Infinity"),
                       (b"", "empty"), ('{"a": "é"}'.encode("utf-16"), "UTF-16")]:
         expect_status(lesson, story, f"parse_json({short(body)}) ({why})", 400,
                       lesson.parse_json, body, 32)
