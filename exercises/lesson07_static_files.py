@@ -48,6 +48,10 @@ DEFAULT_TYPE = "application/octet-stream"  # unknown: the browser downloads, nev
 INDEX = "index.html"
 NOT_FOUND_BODY = b"404 Not Found\n"  # ONE body for every refusal: a 404 must reveal nothing
 CHUNK = 64 * 1024
+# Log escapes: a request line may carry ESC (terminal commands) or CR (overwrite the line) and
+# forge a log entry. http.server escapes these itself, but only in the log_message we replace.
+LOG_ESCAPES = str.maketrans({c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)]}
+                            | {ord("\\"): "\\\\"})
 
 
 def content_type(path) -> str:
@@ -113,7 +117,8 @@ class StaticHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format, *args):
-        log.info("%s %s", self.client_address[0], format % args)
+        # To the logging module, not straight to stderr; controls escaped: one request, one line.
+        log.info("%s %s", self.client_address[0], (format % args).translate(LOG_ESCAPES))
 
 
 def make_static_server(root, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:

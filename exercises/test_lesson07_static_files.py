@@ -7,6 +7,7 @@ symlinks pointing at them) that no URL may reach.
 import contextlib
 import logging
 import os
+import platform
 import socket
 import time
 import urllib.parse
@@ -58,6 +59,7 @@ def site(tmp_path):
     os.symlink(tmp_path / "secret.txt", root / "evil" / "index.html")
     os.symlink(tmp_path / "site-private", root / "sibling")  # its name starts like the root's
     os.symlink(root / "hello.txt", root / "alias.txt")  # a symlink that stays inside
+    os.symlink(root / "loop", root / "loop")  # points at itself: resolving it never ends
     return root
 
 
@@ -186,6 +188,23 @@ def test_safe_path_never_leaves_the_root(lesson, site, pieces):
         assert got.read_bytes() != SECRET, f"safe_path(root, {url!r}) reached a secret file"
 
 
+# Names the operating system refuses to resolve: they raise OSError or RuntimeError inside
+# pathlib, which must become a 404 like any other missing file, never a crash.
+BROKEN_NAMES = {"name-too-long": "/" + "a" * 300, "symlink-loop": "/loop",
+                "inside-a-loop": "/loop/hello.txt"}
+
+
+@pytest.mark.task("07.safe_path")
+@pytest.mark.parametrize("case", list(BROKEN_NAMES))
+def test_safe_path_survives_names_the_system_refuses(lesson, story, site, case):
+    url = BROKEN_NAMES[case]
+    got = call_safe_path(lesson, story, site, url)
+    story.step(f"safe_path(root, {short(url, 40)!r}) returned {got!r}")
+    story.check(got is None, f"None for {short(url, 40)!r} ({case}): a name too long or a "
+                "symlink loop raises OSError/RuntimeError in pathlib; that is a 404 too",
+                repr(got))
+
+
 # --------------------------------------------------------------------------- 07.content_type
 
 
@@ -290,6 +309,14 @@ def check_files(static, story):
         story.check((reply.header("x-content-type-options") or "").lower() == "nosniff",
                     "X-Content-Type-Options: nosniff (the browser keeps our Content-Type)",
                     short(reply.raw_head, 300))
+        check_server_header(story, reply)
+
+
+def check_server_header(story, reply):
+    server = reply.header("server") or ""
+    story.check("python" not in server.lower() and platform.python_version() not in server,
+                "a Server header that names no Python version (version_string: the default "
+                "tells an attacker which CVEs to try)", repr(server))
 
 
 @pytest.mark.task("07.static_server")
@@ -359,12 +386,13 @@ def test_server_answers_every_attack_with_the_same_404(lesson, site, story):
 def check_attacks(static, story, site):
     missing = get(static, story, "/no-such-file.txt")
     check_status(story, missing, 404, "a missing file")
-    for attack, url in traversal_urls(site).items():
+    for attack, url in {**traversal_urls(site), **BROKEN_NAMES}.items():
         target = url.replace("\x00", "%00")  # a raw NUL cannot travel in a request line
         reply = get(static, story, target)
         story.check(SECRET not in reply.body and b"hunter2" not in reply.body,
                     "no secret in the response", short(reply.body))
-        story.check(reply.status == 404, f"404 for {target!r} ({attack})", str(reply))
+        story.check(reply.status == 404, f"404 for {short(target, 40)!r} ({attack})",
+                    str(reply))
         story.check(reply.body == missing.body, "the same body as for any missing file (a "
                     "different page would tell the attacker they hit something)",
                     f"{short(reply.body)} instead of {short(missing.body)}")
@@ -389,6 +417,27 @@ def test_server_logs_each_request_through_logging(lesson, site, story, caplog):
 
 
 @pytest.mark.task("07.static_server")
+def test_server_escapes_control_characters_in_its_log(lesson, site, story, caplog):
+    caplog.set_level(logging.INFO)
+    target = b"/x\x1b[2J\rFAKE-200-LINE"  # ESC clears a terminal; CR rewrites the line
+    with static_server(lesson, site, story) as static:
+        with socket.create_connection(static[0], timeout=WAIT) as sock:
+            sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            story.step(f"sent GET {target!r} HTTP/1.1")
+            reply = expect_response(Reader(sock), story, "a response to that request")
+            # The CR splits the request line into four words: http.server answers 400.
+            story.check(reply.status in (400, 404), "400 or 404", str(reply))
+        time.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records if "FAKE-200-LINE" in r.getMessage()]
+    story.check(bool(lines), "a log record naming the request", repr(caplog.messages[-3:]))
+    for line in lines:
+        raw = [c for c in line if ord(c) < 0x20 or ord(c) == 0x7f]
+        story.check(not raw, "no raw control character in any log record (escape them, as "
+                    "http.server does: '\\x1b', '\\x0d'): ESC and CR forge what a terminal "
+                    "shows", repr(line))
+
+
+@pytest.mark.task("07.static_server")
 def test_server_never_lists_a_folder(lesson, site, story):
     with static_server(lesson, site, story) as static:
         check_no_listing(static, story)
@@ -403,3 +452,4 @@ def check_no_listing(static, story):
                     (reply.header("x-content-type-options") or "").lower() == "nosniff",
                     "the 404 page as text/plain, with X-Content-Type-Options: nosniff",
                     short(reply.raw_head, 300))
+        check_server_header(story, reply)
