@@ -123,6 +123,11 @@ BAD_HEADS = {
     "folded-line": (head("GET / HTTP/1.1", "Host: a", "X-A: one", " two"), 400),
     "no-colon": (head("GET / HTTP/1.1", "Host: a", "Broken"), 400),
     "empty-name": (head("GET / HTTP/1.1", "Host: a", ": v"), 400),
+    # A name is a token (RFC 9110 5.1): strip() and a space check let these through.
+    "vertical-tab-before-colon": (head("GET / HTTP/1.1", "Host: a", "Content-Length\x0b: 5"),
+                                  400),
+    "control-in-name": (head("GET / HTTP/1.1", "Host: a", "X\x01A: v"), 400),
+    "parenthesis-in-name": (head("GET / HTTP/1.1", "Host: a", "Na(me: v"), 400),
     "bare-lf-in-value": (head("GET / HTTP/1.1", "Host: a", "X-A: a\nb"), 400),
     "bare-cr-in-value": (head("GET / HTTP/1.1", "Host: a", "X-A: a\rb"), 400),
     "nul-in-value": (head("GET / HTTP/1.1", "Host: a", "X-A: a\x00b"), 400),
@@ -264,6 +269,12 @@ def test_body_length_refuses_ambiguous_framing(lesson, story):
          "CL with TE: request smuggling"),
         (["Transfer-Encoding: chunked", "Content-Length: 5"], 400, "TE with CL, either order"),
         (["Transfer-Encoding: chunked"], 501, "a transfer coding we do not implement"),
+        # ANY Transfer-Encoding with a length is ambiguous, not only the exact word "chunked":
+        # codings are case-insensitive, come in lists, and a proxy may read them differently.
+        (["Content-Length: 5", "Transfer-Encoding: Chunked"], 400, "CL with TE in capitals"),
+        (["Content-Length: 5", "Transfer-Encoding: gzip, chunked"], 400, "CL with a TE list"),
+        (["Content-Length: 5", "Transfer-Encoding: identity"], 400, "CL with TE identity"),
+        (["Transfer-Encoding: gzip"], 501, "a transfer coding we do not implement"),
         ([], 411, "a POST without a length"),
     ]:
         expect_status(lesson, story, f"body_length with {headers} ({why})", status,
