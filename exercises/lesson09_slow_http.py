@@ -98,6 +98,29 @@ def send_by(sock: socket.socket, data: bytes, deadline: float) -> None:
                               "DeadlineExceeded")
 
 
+def send_file_by(sock: socket.socket, head: bytes, file, size: int, deadline: float) -> None:
+    """Send `head`, then exactly `size` bytes of `file` (the Content-Length announced), all
+    by `deadline`. The head leaves in the same send as the first chunk: a head and a small
+    body sent apart meet Nagle's algorithm and the client's delayed ACK, ~40 ms a response.
+    A file that grew is cut at `size`; one that shrank raises ConnectionAbortedError (the
+    caller closes: the client then sees a short body, never a desynchronised stream)."""
+    left = size
+    while left > 0:
+        chunk = file.read(min(CHUNK, left))
+        if not chunk:
+            raise ConnectionAbortedError(f"the file ended {left} bytes early")
+        left -= len(chunk)
+        send_by(sock, head + chunk, deadline)
+        head = b""
+    if head:  # an empty file: the head alone
+        send_by(sock, head, deadline)
+
+
+def is_head(request) -> bool:
+    """True for a parsed HEAD request: its answer, even an error, carries no body."""
+    return request is not None and request.method == "HEAD"
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -176,8 +199,9 @@ class HardenedHTTPServer(ThreadedServer):
         self.max_body) -- 411/413 BEFORE any body byte; self.check_before_body(request);
         body = read_body_by(conn, buffer, length, time.monotonic() + self.body_timeout).
         HttpError -> self.answer(conn, peer, head, error_response(status, exc.headers,
-        close=True)) and return False (the stream is in doubt). DeadlineExceeded -> log it,
-        answer a 408 with close=True, quiet=True, and return False.
+        close=True, head=is_head(request))) and return False (the stream is in doubt).
+        DeadlineExceeded -> log it, answer a 408 with close=True, head=is_head(request),
+        quiet=True, and return False. (Set request = None before the try.)
         Otherwise reply = safe_call(self.route, request, body, self.log); self.answer(conn,
         peer, head, reply, request); return request.keep_alive.
         """
@@ -185,13 +209,14 @@ class HardenedHTTPServer(ThreadedServer):
                                   "body, body by its deadline; errors answered then close")
 
     def answer(self, conn, peer, head, reply, request=None, quiet=False) -> None:
-        """Send reply (bytes, or (head bytes, open file)) by the send deadline; log it."""
-        data, file = reply if isinstance(reply, tuple) else (reply, None)
-        deadline = time.monotonic() + self.send_timeout
+        """Send reply (bytes, or (head bytes, open file, its size)) by the send deadline; log it."""
+        data, file, size = reply if isinstance(reply, tuple) else (reply, None, 0)
+        deadline = time.monotonic() + self.send_timeout  # one deadline for the whole response
         try:
-            send_by(conn, data, deadline)
-            while file is not None and (chunk := file.read(CHUNK)):
-                send_by(conn, chunk, deadline)
+            if file is None:
+                send_by(conn, data, deadline)
+            else:
+                send_file_by(conn, data, file, size, deadline)
         except (DeadlineExceeded, OSError) as exc:
             if not quiet:
                 self.log.info("%s response not delivered (%s): closing", peer, exc)
@@ -236,7 +261,7 @@ class HardenedHTTPServer(ThreadedServer):
         if head:
             file.close()
             return reply
-        return reply, file
+        return reply, file, size
 
     def health(self) -> dict:
         return {"status": "ok", "active_connections": self.active_connections,

@@ -374,6 +374,70 @@ def test_close_when_asked_or_in_doubt(lesson, story, root, logs, case):
                     "after this response", f"still open after {took:.2f} s")
 
 
+@pytest.mark.task("09.keepalive")
+def test_small_responses_are_not_held_back(lesson, story, root, logs):
+    (root / "one.txt").write_bytes(b"k" * 1024)
+    server = make_http_server(lesson, story, root, logger=logs.logger, **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        reader = Reader(sock)
+        started = time.monotonic()
+        for _ in range(50):
+            sock.sendall(request("GET", "/one.txt"))
+            reply = expect_response(reader, story, "the response to GET /one.txt")
+            check_status(story, reply, 200)
+        took = time.monotonic() - started
+        story.step(f"sent 50 GETs of a 1 KiB file one after another on one connection: "
+                   f"{took:.2f} s ({50 / took:.0f} requests/s)")
+        story.check(took < 1.0, "50 small responses within 1 s (a head and a body sent "
+                    "apart meet Nagle's algorithm and the client's delayed ACK: ~40 ms each, "
+                    "2 s in all; send them in one sendall)", f"{took:.2f} s")
+
+
+@pytest.mark.task("09.keepalive")
+def test_a_file_is_sent_as_announced_even_if_it_grows(lesson, story, root, logs):
+    log_file = root / "app.log"
+    log_file.write_bytes(b"line 1\n")
+    forged = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+    base = make_http_server(lesson, story, root, logger=logs.logger, **clocks())
+
+    class Growing(type(base)):
+        def route(self, req, body):
+            reply = super().route(req, body)
+            if req.target == "/app.log":  # the file grows after its size was announced
+                with open(log_file, "ab") as out:
+                    out.write(forged)
+            return reply
+
+    server = Growing(root, logger=logs.logger, **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        reader = Reader(sock)
+        sock.sendall(request("GET", "/app.log") + request("GET", "/missing"))
+        story.step("sent GET /app.log and GET /missing in one packet; the file grows by a "
+                   "forged response between the head and the body")
+        first = expect_response(reader, story, "the response to GET /app.log")
+        story.check(first.status == 200 and first.body == b"line 1\n",
+                    "200 with exactly the 7 bytes announced", str(first))
+        second = expect_response(reader, story, "the response to GET /missing")
+        check_status(story, second, 404, "(the file's new bytes must not pass for the next "
+                     "response: send exactly Content-Length bytes)")
+
+
+@pytest.mark.task("09.keepalive")
+def test_a_head_error_has_no_body(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_body=1000,
+                              **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        sock.sendall(request("HEAD", "/hello.txt", [("Content-Length", "2000")], length=False))
+        story.step("sent HEAD /hello.txt announcing a 2000-byte body (max_body 1000)")
+        reader = Reader(sock)
+        reply = expect_response(reader, story, "a 413 head", head_only=True)
+        check_status(story, reply, 413)
+        how, took, extra = closed_within(sock, 1.0)
+        extra = bytes(reader.buffer) + extra  # what came with the head, then the rest
+        story.check(not extra, "nothing after the head (a response to HEAD has no body, "
+                    "errors included: error_response(..., head=True))", short(extra))
+
+
 # --------------------------------------------------------------------------- 09.cap
 
 
@@ -541,7 +605,7 @@ def test_trickled_headers_are_dropped_at_the_header_deadline(lesson, story, root
 
 
 @pytest.mark.task("09.slow_peers")
-@pytest.mark.parametrize("how", ["trickled", "shorter-than-announced"])
+@pytest.mark.parametrize("how", ["trickled", "shorter-than-announced", "pause-then-trickle"])
 def test_slow_bodies_are_dropped_at_the_body_deadline(lesson, story, root, logs, how):
     server = make_http_server(lesson, story, root, logger=logs.logger,
                               **clocks(body_timeout=0.6, header_timeout=3.0, idle_timeout=3.0))
@@ -555,6 +619,18 @@ def test_slow_bodies_are_dropped_at_the_body_deadline(lesson, story, root, logs,
             with trickler(sock, b'{"a": "' + b"x" * 60, interval=0.1):
                 story.step("then trickled the body, one byte every 0.1 s")
                 result, _, _ = closed_within(sock, 3.0)
+        elif how == "pause-then-trickle":
+            time.sleep(0.5)
+            with trickler(sock, b'{"a": "' + b"x" * 60, interval=0.1):
+                story.step("then waited 0.5 s and trickled the body, one byte every 0.1 s")
+                result, _, _ = closed_within(sock, 3.0)
+            took = time.monotonic() - sent_at
+            story.check(result in ("closed", "reset"), "the server to hang up",
+                        f"still open after {took:.2f} s")
+            story.check(0.54 <= took <= 0.95, "the drop 0.54-0.95 s after the head "
+                        "(body_timeout 0.6 s counted from the END OF THE HEAD; from the first "
+                        "body byte it would be 1.1 s)", f"{took:.2f} s")
+            return
         else:
             sock.sendall(b'{"a": 1}')
             story.step("then sent 8 bytes of it and waited")
@@ -563,6 +639,61 @@ def test_slow_bodies_are_dropped_at_the_body_deadline(lesson, story, root, logs,
         story.check(result in ("closed", "reset"), "the server to hang up",
                     f"still open after {took:.2f} s")
         check_drop_time(story, took, 0.6, "body_timeout, counted from the end of the head")
+
+
+@pytest.mark.task("09.slow_peers")
+def test_thinking_before_a_request_is_not_trickling(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger,
+                              **clocks(header_timeout=0.6, idle_timeout=3.0))
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        time.sleep(1.0)
+        data = request("GET", "/hello.txt")
+        sock.sendall(data[:10])
+        time.sleep(0.1)
+        sock.sendall(data[10:])
+        story.step("waited 1 s (idle_timeout 3 s), then sent a head in two parts 0.1 s "
+                   "apart (header_timeout 0.6 s)")
+        reply = expect_response(Reader(sock), story, "200: the header deadline starts at the "
+                                "request's FIRST byte, not when the wait for it began")
+        check_status(story, reply, 200)
+
+
+@pytest.mark.task("09.slow_peers")
+def test_a_slow_reader_gets_one_deadline_for_the_whole_response(lesson, story, root, logs):
+    (root / "big.bin").write_bytes(os.urandom(1024) * (16 * 1024))  # 16 MiB
+    server = make_http_server(lesson, story, root, logger=logs.logger,
+                              **clocks(send_timeout=0.6))
+    stop = threading.Event()
+    with serving(server, story) as address:
+        sock = slow_reader(address)
+
+        def sip():  # 64 KiB, then a 0.3 s pause, again and again
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    taken = 0
+                    while taken < 64 * 1024:
+                        chunk = sock.recv(64 * 1024 - taken)
+                        if not chunk:
+                            return
+                        taken += len(chunk)
+                    stop.wait(0.3)
+
+        with sock:
+            sock.sendall(request("GET", "/big.bin"))
+            sent_at = time.monotonic()
+            handle = run_in_thread(sip, name="grader-sip")
+            story.step("a client asked for a 16 MiB file and read it 64 KiB every 0.3 s "
+                       "(send_timeout 0.6 s)")
+            try:
+                wait_for_active(address, story, 1, within=3.0)
+                took = time.monotonic() - sent_at
+            finally:
+                stop.set()
+                sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(Exception):
+                    handle.result(timeout=WAIT)
+            check_drop_time(story, took, 0.6, "send_timeout, for the WHOLE response: a "
+                            "deadline renewed for every chunk never ends for this client")
 
 
 @pytest.mark.task("09.slow_peers")

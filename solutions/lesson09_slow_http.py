@@ -113,6 +113,29 @@ def send_by(sock: socket.socket, data: bytes, deadline: float) -> None:
         raise DeadlineExceeded("response: the client is not reading") from None
 
 
+def send_file_by(sock: socket.socket, head: bytes, file, size: int, deadline: float) -> None:
+    """Send `head`, then exactly `size` bytes of `file` (the Content-Length announced), all
+    by `deadline`. The head leaves in the same send as the first chunk: a head and a small
+    body sent apart meet Nagle's algorithm and the client's delayed ACK, ~40 ms a response.
+    A file that grew is cut at `size`; one that shrank raises ConnectionAbortedError (the
+    caller closes: the client then sees a short body, never a desynchronised stream)."""
+    left = size
+    while left > 0:
+        chunk = file.read(min(CHUNK, left))
+        if not chunk:
+            raise ConnectionAbortedError(f"the file ended {left} bytes early")
+        left -= len(chunk)
+        send_by(sock, head + chunk, deadline)
+        head = b""
+    if head:  # an empty file: the head alone
+        send_by(sock, head, deadline)
+
+
+def is_head(request) -> bool:
+    """True for a parsed HEAD request: its answer, even an error, carries no body."""
+    return request is not None and request.method == "HEAD"
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -194,7 +217,7 @@ class HardenedHTTPServer(ThreadedServer):
 
     def serve_one(self, conn: socket.socket, peer: str, buffer: bytearray) -> bool:
         """Read, answer and log one request. True: the connection may carry another."""
-        head = b""
+        head, request = b"", None
         try:
             head = read_head_by(conn, buffer, time.monotonic() + self.header_timeout,
                                 self.limits)
@@ -205,24 +228,27 @@ class HardenedHTTPServer(ThreadedServer):
         except HttpError as exc:
             # The stream is in doubt (a body we did not read, a head we could not parse):
             # answer, then close.
-            self.answer(conn, peer, head, error_response(exc.status, exc.headers, close=True))
+            self.answer(conn, peer, head, error_response(exc.status, exc.headers, close=True,
+                                                         head=is_head(request)))
             return False
         except DeadlineExceeded as exc:
             self.log.info("%s too slow (%s): closing", peer, exc)
-            self.answer(conn, peer, head, error_response(408, close=True), quiet=True)
+            self.answer(conn, peer, head, error_response(408, close=True, head=is_head(request)),
+                        quiet=True)
             return False
         reply = safe_call(self.route, request, body, self.log)
         self.answer(conn, peer, head, reply, request)
         return request.keep_alive
 
     def answer(self, conn, peer, head, reply, request=None, quiet=False) -> None:
-        """Send reply (bytes, or (head bytes, open file)) by the send deadline; log it."""
-        data, file = reply if isinstance(reply, tuple) else (reply, None)
-        deadline = time.monotonic() + self.send_timeout
+        """Send reply (bytes, or (head bytes, open file, its size)) by the send deadline; log it."""
+        data, file, size = reply if isinstance(reply, tuple) else (reply, None, 0)
+        deadline = time.monotonic() + self.send_timeout  # one deadline for the whole response
         try:
-            send_by(conn, data, deadline)
-            while file is not None and (chunk := file.read(CHUNK)):
-                send_by(conn, chunk, deadline)
+            if file is None:
+                send_by(conn, data, deadline)
+            else:
+                send_file_by(conn, data, file, size, deadline)
         except (DeadlineExceeded, OSError) as exc:
             if not quiet:
                 self.log.info("%s response not delivered (%s): closing", peer, exc)
@@ -267,7 +293,7 @@ class HardenedHTTPServer(ThreadedServer):
         if head:
             file.close()
             return reply
-        return reply, file
+        return reply, file, size
 
     def health(self) -> dict:
         return {"status": "ok", "active_connections": self.active_connections,
