@@ -490,6 +490,10 @@ def test_render_response_frames_and_protects(lesson, story):
     data = lesson.render_response(404, [], b"x")
     story.check(data.startswith(b"HTTP/1.1 404 Not Found\r\n"), "'HTTP/1.1 404 Not Found' "
                 "(the standard phrase: http.HTTPStatus(404).phrase)", short(data, 80))
+    data = lesson.render_response(429, [], b"")
+    story.check(data.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), "'HTTP/1.1 429 Too "
+                "Many Requests' (any standard status has its phrase, not only the ones this "
+                "lesson sends)", short(data, 80))
     status, headers, body = parse_wire(story, data)
     story.check(header(headers, "connection") is None, "no Connection header unless close=True "
                 "(HTTP/1.1 keeps the connection by default)", repr(headers))
