@@ -985,12 +985,22 @@ def test_the_program_serves_with_safe_defaults(program, story):
 @pytest.mark.task("09.program")
 def test_flags_take_effect(program, story, root):
     proc = program.start("--root", str(root), "--max-clients", "1", "--max-body", "10",
-                         "--header-timeout", "0.6", "--idle-timeout", "3")
+                         "--header-timeout", "0.6", "--idle-timeout", "3",
+                         "--max-json-depth", "2")
     with socket.create_connection(proc.address, WAIT) as sock:
         sock.sendall(request("POST", "/echo", [("Content-Type", "application/json"),
                                                ("Content-Length", "11")], length=False))
         reply = expect_response(Reader(sock), story, "413 (--max-body 10)")
         check_status(story, reply, 413)
+    json_type = [("Content-Type", "application/json")]
+    with socket.create_connection(proc.address, WAIT) as sock:  # one connection: --max-clients 1
+        reader = Reader(sock)
+        sock.sendall(request("POST", "/echo", json_type, b"[[1]]"))
+        reply = expect_response(reader, story, "200 (depth 2, --max-json-depth 2)")
+        check_status(story, reply, 200)
+        sock.sendall(request("POST", "/echo", json_type, b"[[[1]]]"))
+        reply = expect_response(reader, story, "400 (depth 3, --max-json-depth 2)")
+        check_status(story, reply, 400)
     with admitted(proc.address, story, "a client of --root", body=FILE) as holder:
         story.step("it got the file from --root; then it trickled its next request")
         with trickler(holder, HEAD, interval=0.1) as state:
