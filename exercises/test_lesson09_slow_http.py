@@ -423,6 +423,20 @@ def test_a_file_is_sent_as_announced_even_if_it_grows(lesson, story, root, logs)
 
 
 @pytest.mark.task("09.keepalive")
+def test_empty_and_one_byte_files(lesson, story, root, logs):
+    (root / "empty.txt").write_bytes(b"")
+    (root / "one.txt").write_bytes(b"1")
+    server = make_http_server(lesson, story, root, logger=logs.logger, **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        reader = Reader(sock)
+        for name, content in [("/empty.txt", b""), ("/one.txt", b"1"), ("/empty.txt", b"")]:
+            sock.sendall(request("GET", name))
+            reply = expect_response(reader, story, f"the response to GET {name} (keep-alive)")
+            story.check(reply.status == 200 and reply.body == content,
+                        f"200 with {content!r}", str(reply))
+
+
+@pytest.mark.task("09.keepalive")
 def test_a_head_error_has_no_body(lesson, story, root, logs):
     server = make_http_server(lesson, story, root, logger=logs.logger, max_body=1000,
                               **clocks())
