@@ -1007,7 +1007,7 @@ def test_flags_take_effect(program, story, root):
         reply = expect_response(Reader(sock), story, "413 (--max-body 10)")
         check_status(story, reply, 413)
     json_type = [("Content-Type", "application/json")]
-    with socket.create_connection(proc.address, WAIT) as sock:  # one connection: --max-clients 1
+    with admitted(proc.address, story, "a client (its slot free again)") as sock:
         reader = Reader(sock)
         sock.sendall(request("POST", "/echo", json_type, b"[[1]]"))
         reply = expect_response(reader, story, "200 (depth 2, --max-json-depth 2)")
