@@ -51,6 +51,7 @@ except ImportError:  # Windows: no such limit to raise
     resource = None
 
 from tools.attack import run_slow_body, run_slow_headers
+from tools.program import start_listening
 from tools.soak import proc_stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,19 +130,8 @@ class Program:
 
 def start_program(name: str, command: list[str], ready_timeout: float = 20.0) -> Program:
     """Start `command` from the repo root; wait for 'listening on http://HOST:PORT'."""
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    box = {}
-    reader = threading.Thread(target=lambda: box.update(line=proc.stdout.readline()),
-                              daemon=True)
-    reader.start()
-    reader.join(ready_timeout)
-    match = re.match(r"listening on http://([\d.]+):(\d+)", box.get("line", ""))
-    if not match:
-        proc.kill()
-        raise RuntimeError(f"{' '.join(command)} did not print 'listening on http://HOST:PORT' "
-                           f"within {ready_timeout:g} s (got {box.get('line')!r})")
-    return Program(name, proc, (match.group(1), int(match.group(2))))
+    proc, address = start_listening(command, ready_timeout)
+    return Program(name, proc, address)
 
 
 def hardened_command(module: str, root: str, max_clients: int | None = None,

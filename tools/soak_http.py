@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.attack import run_slow_body, run_slow_headers, run_slow_read
+from tools.program import start_listening
 from tools.soak import proc_stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -435,20 +436,10 @@ def make_site(folder: Path) -> Path:
 
 
 def start_server(module: str, flags: list[str], timeout: float = 20.0):
-    command = [sys.executable, "-m", module, "--port", "0", *flags]
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    box = {}
-    reader = threading.Thread(target=lambda: box.update(line=proc.stdout.readline()),
-                              daemon=True)
-    reader.start()
-    reader.join(timeout)
-    match = re.match(r"listening on http://([\d.]+):(\d+)", box.get("line", ""))
-    if not match:
-        proc.kill()
-        raise SystemExit(f"{module} did not print 'listening on http://HOST:PORT' within "
-                         f"{timeout:g} s (got {box.get('line')!r})")
-    return proc, (match.group(1), int(match.group(2)))
+    try:
+        return start_listening([sys.executable, "-m", module, "--port", "0", *flags], timeout)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def settle(pid: int, threads: int | None, wait: float) -> None:
