@@ -147,8 +147,23 @@ class Ending:
     how: str          # "busy" (the server's busy reply), "closed" or "reset" (dropped by it)
 
 
+class _Endings:
+    """How a report counts its connections' endings (each has .how: "busy" for the server's
+    refusal, the busy frame or a 503; anything else means the server ended it)."""
+
+    @property
+    def rejected(self) -> int:
+        """Connections the server refused at once (busy reply, or 503 at its cap)."""
+        return sum(1 for e in self.endings if e.how == "busy")
+
+    @property
+    def dropped(self) -> int:
+        """Connections the server closed, reset or cut short while the attack ran."""
+        return sum(1 for e in self.endings if e.how != "busy")
+
+
 @dataclass
-class SlowlorisReport:
+class SlowlorisReport(_Endings):
     target: str
     connections: int
     interval: float
@@ -163,16 +178,6 @@ class SlowlorisReport:
     bytes_sent: int = 0
     stopped: bool = False     # ended by the stop Event rather than by the clock
     endings: list[Ending] = field(default_factory=list)
-
-    @property
-    def rejected(self) -> int:
-        """Connections the server refused with its busy reply."""
-        return sum(1 for e in self.endings if e.how == "busy")
-
-    @property
-    def dropped(self) -> int:
-        """Connections the server closed (or reset) in the middle of the attack."""
-        return sum(1 for e in self.endings if e.how != "busy")
 
     def headline(self) -> str:
         """One line, e.g. '8 held for 10.0 s; 0 rejected; 0 dropped'."""
@@ -587,7 +592,7 @@ class HttpEnding:
 
 
 @dataclass
-class SlowHttpReport:
+class SlowHttpReport(_Endings):
     attack: str               # "slow-headers", "slow-body" or "slow-read"
     target: str
     path: str
@@ -607,16 +612,6 @@ class SlowHttpReport:
     stopped: bool = False
     notes: list[str] = field(default_factory=list)
     endings: list[HttpEnding] = field(default_factory=list)
-
-    @property
-    def rejected(self) -> int:
-        """Connections refused with 503 (the server's cap)."""
-        return sum(1 for e in self.endings if e.how == "busy")
-
-    @property
-    def dropped(self) -> int:
-        """Connections the server closed, reset or cut short while the attack ran."""
-        return sum(1 for e in self.endings if e.how != "busy")
 
     def headline(self) -> str:
         """One line, e.g. '200 held for 10.0 s; 0 refused (503); 0 dropped'."""
