@@ -196,8 +196,9 @@ class HardenedHTTPServer(ThreadedServer):
 
         In one try: head = read_head_by(conn, buffer, time.monotonic() + header_timeout,
         self.limits); request = parse_head(head, self.limits); length = body_length(request,
-        self.max_body) -- 411/413 BEFORE any body byte; self.check_before_body(request);
-        body = read_body_by(conn, buffer, length, time.monotonic() + self.body_timeout).
+        self.max_body) -- 411/413 BEFORE any body byte; self.check_before_body(request,
+        peer) (the refusals of this and later lessons, still before the body); body =
+        read_body_by(conn, buffer, length, time.monotonic() + self.body_timeout).
         HttpError -> self.answer(conn, peer, head, error_response(status, exc.headers,
         close=True, head=is_head(request))) and return False (the stream is in doubt).
         DeadlineExceeded -> log it, answer a 408 with close=True, head=is_head(request),
@@ -231,8 +232,9 @@ class HardenedHTTPServer(ThreadedServer):
 
     # -- the application ----------------------------------------------------------------
 
-    def check_before_body(self, request) -> None:
-        """Refusals that need no body: made before reading it (the caller then closes)."""
+    def check_before_body(self, request, peer: str) -> None:
+        """Refusals that need no body: made before reading it (raise HttpError: the caller
+        answers, then closes). `peer` is the client's "ip:port", for later lessons' limits."""
         path = request.target.split("?", 1)[0]
         if request.method == "POST" and path != "/echo":
             raise HttpError(405, "POST only on /echo", [("Allow", "GET, HEAD")])

@@ -223,7 +223,7 @@ class HardenedHTTPServer(ThreadedServer):
                                 self.limits)
             request = parse_head(head, self.limits)
             length = body_length(request, self.max_body)  # 411/413 before any body byte
-            self.check_before_body(request)
+            self.check_before_body(request, peer)
             body = read_body_by(conn, buffer, length, time.monotonic() + self.body_timeout)
         except HttpError as exc:
             # The stream is in doubt (a body we did not read, a head we could not parse):
@@ -263,8 +263,9 @@ class HardenedHTTPServer(ThreadedServer):
 
     # -- the application ----------------------------------------------------------------
 
-    def check_before_body(self, request) -> None:
-        """Refusals that need no body: made before reading it (the caller then closes)."""
+    def check_before_body(self, request, peer: str) -> None:
+        """Refusals that need no body: made before reading it (raise HttpError: the caller
+        answers, then closes). `peer` is the client's "ip:port", for later lessons' limits."""
         path = request.target.split("?", 1)[0]
         if request.method == "POST" and path != "/echo":
             raise HttpError(405, "POST only on /echo", [("Allow", "GET, HEAD")])
