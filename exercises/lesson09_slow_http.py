@@ -13,7 +13,7 @@ kind of slowness its own clock, started at the right moment:
 Grade yourself with:
 
     pytest exercises -k lesson09
-    python -m exercises.http_server --help        (once main() is done)
+    python -m exercises.lesson09_slow_http --help   (once main() is done)
 
 The building blocks are the REFERENCE ones, so this lesson does not depend on your earlier
 work (swap in your own if you like): ThreadedServer with its admit()/release() hooks
@@ -283,12 +283,13 @@ class HardenedHTTPServer(ThreadedServer):
 def build_parser() -> argparse.ArgumentParser:
     """The program's flags, with the defaults of the notebook's table (argparse with
     formatter_class=argparse.ArgumentDefaultsHelpFormatter, prog=f"python -m
-    {__package__}.http_server"): --host (LOOPBACK), --port (type=_port, 0), --root
-    (type=Path, default=argparse.SUPPRESS so --help shows no machine-specific path; main()
-    falls back to SITE), --max-body (1048576), --max-json-depth (32), --header-timeout (10),
-    --body-timeout (30), --idle-timeout (5), --send-timeout (10), --max-clients (100) and
-    --log-level (INFO; choices DEBUG, INFO, WARNING, ERROR). Counts use type=_positive(int),
-    seconds type=_positive(float): zero and negative values are refused with exit 2."""
+    {__package__}.lesson09_slow_http", a description naming it the lesson 07-09 server):
+    --host (LOOPBACK), --port (type=_port, 0), --root (type=Path, default=argparse.SUPPRESS
+    so --help shows no machine-specific path; main() falls back to SITE), --max-body
+    (1048576), --max-json-depth (32), --header-timeout (10), --body-timeout (30),
+    --idle-timeout (5), --send-timeout (10), --max-clients (100) and --log-level (INFO;
+    choices DEBUG, INFO, WARNING, ERROR). Counts use type=_positive(int), seconds
+    type=_positive(float): zero and negative values are refused with exit 2."""
     raise NotImplementedError("build_parser(): argparse with every flag and its safe default")
 
 
@@ -320,3 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()  # shuts every client socket: slow clients cannot delay the exit
     return 0
+
+
+if __name__ == "__main__":  # python -m exercises.lesson09_slow_http
+    sys.exit(main())

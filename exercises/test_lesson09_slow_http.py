@@ -3,7 +3,7 @@
 Each defence is timed against its own clock, set short here (0.5-0.6 s) with the other
 clocks far away, so a deadline twice too long fails and a machine three times slower passes.
 
-    python -m exercises.http_server ...   (the program graders; with --against DIR, DIR's name)
+    python -m exercises.lesson09_slow_http ...  (the program graders; --against DIR: DIR's name)
 """
 import contextlib
 import io
@@ -892,7 +892,8 @@ def raise_if_not_implemented(stderr: str) -> None:
 
 
 class Program:
-    """`python -m <package>.http_server` as a subprocess, never outliving the test."""
+    """`python -m <package>.lesson09_slow_http` (the lesson 07-09 server) as a subprocess,
+    never outliving the test."""
     FIRST_LINE = re.compile(r"listening on http://(\d{1,3}(?:\.\d{1,3}){3}):(\d+)\s*$")
 
     def __init__(self, folder: Path, tmp_path: Path, story):
@@ -903,10 +904,10 @@ class Program:
         self.procs = []
 
     def command(self, *flags):
-        return [sys.executable, "-m", f"{self.package}.http_server", *flags]
+        return [sys.executable, "-m", f"{self.package}.lesson09_slow_http", *flags]
 
     def run(self, *flags):
-        self.story.step(f"ran: python -m {self.package}.http_server {' '.join(flags)}")
+        self.story.step(f"ran: python -m {self.package}.lesson09_slow_http {' '.join(flags)}")
         try:
             done = subprocess.run(self.command(*flags), capture_output=True, text=True,
                                   env=self.env, cwd=REPO, timeout=10)
@@ -917,7 +918,8 @@ class Program:
 
     def start(self, *flags):
         flags = ("--port", "0", *flags)
-        self.story.step(f"started: python -m {self.package}.http_server {' '.join(flags)}")
+        self.story.step(f"started: python -m {self.package}.lesson09_slow_http "
+                        f"{' '.join(flags)}")
         stderr_path = self.tmp_path / f"server-{len(self.procs)}.stderr"
         with open(stderr_path, "w") as stderr:
             proc = subprocess.Popen(self.command(*flags), env=self.env, cwd=REPO,

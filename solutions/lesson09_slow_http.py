@@ -18,7 +18,7 @@ with the deadline readers below and leaves all protocol rules to lesson 08's san
     with HardenedHTTPServer("solutions/site", max_clients=100) as server:
         host, port = server.address
 
-The program: python -m solutions.http_server --help
+The program (the lesson 07-09 server): python -m solutions.lesson09_slow_http --help
 """
 from __future__ import annotations
 
@@ -313,9 +313,9 @@ class HardenedHTTPServer(ThreadedServer):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {__package__}.http_server",
-        description="The course's hardened HTTP server (lessons 07-09): static files, "
-                    "GET /healthz, POST /echo.",
+        prog=f"python -m {__package__}.lesson09_slow_http",
+        description="The lesson 07-09 server: the course's hardened HTTP server with static "
+                    "files, GET /healthz, POST /echo.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     seconds, count = _positive(float), _positive(int)
     parser.add_argument("--host", default=LOOPBACK,
@@ -372,3 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()  # shuts every client socket: slow clients cannot delay the exit
     return 0
+
+
+if __name__ == "__main__":  # python -m solutions.lesson09_slow_http
+    sys.exit(main())

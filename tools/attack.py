@@ -986,7 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "target that is not a loopback address (127.0.0.0/8, ::1). At most "
                     f"{MAX_CONNECTIONS} connections and {MAX_DURATION:g} s.",
         epilog="Start a server first, e.g. `python -m solutions.message_server --port 0` (or "
-               "`python -m solutions.http_server` for the slow HTTP attacks, with --url "
+               "`python -m solutions.lesson09_slow_http` for the slow HTTP attacks, with --url "
                "http://127.0.0.1:PORT/), and pass the port it prints. Ctrl-C stops an attack "
                "early and prints the summary.")
     attacks = parser.add_subparsers(dest="attack", required=True, metavar="ATTACK")

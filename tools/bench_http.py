@@ -6,7 +6,8 @@
 Both servers run as real subprocesses on 127.0.0.1 (port 0), serving the same folder with a
 1 KiB file, so neither shares a GIL with the client or the attack:
 
-  hardened  python -m solutions.http_server (lessons 07-09), or --server exercises.http_server
+  hardened  python -m solutions.lesson09_slow_http (the lesson 07-09 server), or
+            --server exercises.lesson09_slow_http
   stock     http.server.ThreadingHTTPServer + SimpleHTTPRequestHandler, HTTP/1.1 (keep-alive),
             with the naive POST a student would add (reads exactly Content-Length bytes);
             for (a) also with TCP_NODELAY, since as shipped it stalls ~40 ms per keep-alive
@@ -384,7 +385,7 @@ def measure_latency(program: Program, honest: int, slow_headers: int, slow_body:
 def run_benchmark(seconds: float = 5.0, clients: int = 1, honest: int = 200,
                   slow_headers: int = 200, slow_body: int = 50, interval: float = 0.5,
                   pause: float = 0.01, timeout: float = 5.0,
-                  server: str = "solutions.http_server", big_cap: int = 1000,
+                  server: str = "solutions.lesson09_slow_http", big_cap: int = 1000,
                   header_timeout: float | None = None,
                   body_timeout: float | None = None) -> BenchResult:
     """Run (a) and (b) against the stock server and the hardened program; return the figures."""
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Benchmark the hardened HTTP server against the stock ThreadingHTTPServer: "
                     "(a) keep-alive requests/s, (b) an honest client's latency and failures "
                     "with and without a slow-header + slow-body attack. Loopback only.")
-    parser.add_argument("--server", default="solutions.http_server",
+    parser.add_argument("--server", default="solutions.lesson09_slow_http",
                         help="module of the hardened program (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="(a): seconds of keep-alive requests per server (default: %(default)s)")

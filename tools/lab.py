@@ -576,7 +576,7 @@ def _gave_up(sock: socket.socket, within: float) -> bool:
         return True
 
 
-def http_program(*flags, module: str = "solutions.http_server") -> "ServerProgram":
+def http_program(*flags, module: str = "solutions.lesson09_slow_http") -> "ServerProgram":
     """Lesson 09: the HTTP server program in the background (see ServerProgram); its first
     line reads 'listening on http://HOST:PORT', so the address is taken from that URL."""
     import urllib.parse

@@ -1,7 +1,7 @@
 """Soak the HTTP server program with hostile traffic; honest visitors must lose nothing.
 
-    python -m tools.soak_http                                 # the reference server
-    python -m tools.soak_http --server exercises.http_server  # your lesson 09 program
+    python -m tools.soak_http                                        # the reference server
+    python -m tools.soak_http --server exercises.lesson09_slow_http  # your lesson 09 program
 
 The sibling of tools.soak for Part B. It starts the program as a real subprocess on 127.0.0.1
 (port 0) with short clocks (--deadline seconds for headers, body and sending; a cap of
@@ -468,7 +468,7 @@ def settle_active(address, wait: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.soak_http",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--server", default="solutions.http_server",
+    parser.add_argument("--server", default="solutions.lesson09_slow_http",
                         help="module of the HTTP server program (default: %(default)s)")
     parser.add_argument("--count", type=int, default=50,
                         help="connections per hostile scenario, 1-300 (default: %(default)s)")
