@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -101,11 +100,26 @@ class StaticHandler(BaseHTTPRequestHandler):
         safe_path(self.server.root, self.path) is None -> self.send_plain(404,
         NOT_FOUND_BODY, head). Otherwise open the file, take its size from the OPEN file
         (os.fstat(f.fileno()).st_size), send_response(200), send_header("Content-Type", ...),
-        send_header("Content-Length", ...), end_headers(), and -- unless head -- copy the
-        file to self.wfile (shutil.copyfileobj). A file that cannot be opened is a 404 too.
+        send_header("Content-Length", ...), end_headers(), and -- unless head --
+        self.send_file_body(f, size) (given below: exactly the size announced, even if the
+        file changes meanwhile). A file that cannot be opened is a 404 too.
         """
         raise NotImplementedError("StaticHandler.serve(): safe_path, then 200 with "
                                   "Content-Type and Content-Length, the body unless HEAD")
+
+    def send_file_body(self, file, size: int) -> None:
+        """Exactly `size` bytes of `file`: the Content-Length already announced. A file that
+        grew since is cut there (its new bytes would pass for the next response on a
+        kept-alive connection); one that shrank ends the connection (the client sees a short
+        body and a close, never a stream out of step)."""
+        left = size
+        while left > 0:
+            chunk = file.read(min(CHUNK, left))
+            if not chunk:
+                self.close_connection = True
+                return
+            self.wfile.write(chunk)
+            left -= len(chunk)
 
     def send_plain(self, status: int, body: bytes, head: bool) -> None:
         self.send_response(status)

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from graderkit import WAIT, describe, short
-from httpkit import Reader, check_status, exchange, expect_response, request, serve_forever
+from httpkit import (Reader, check_status, closed_within, exchange, expect_response, request,
+                     serve_forever)
 
 SECRET = b"TOP SECRET: this file is outside the site\n"
 HELLO = b"hello, world\n"
@@ -259,9 +260,10 @@ class Tracked:
 
 
 @contextlib.contextmanager
-def static_server(lesson, site, story):
+def static_server(lesson, site, story, mixin=None):
     """(address, tracker) of make_static_server(site) running in a thread. Used inside the
-    test (not as a fixture), so a stub's NotImplementedError fails the test itself."""
+    test (not as a fixture), so a stub's NotImplementedError fails the test itself. A mixin
+    class, if given, goes in front of the server's handler class."""
     try:
         server = lesson.make_static_server(site)
     except NotImplementedError:
@@ -274,6 +276,8 @@ def static_server(lesson, site, story):
         server.server_close()
         story.fail("127.0.0.1 and port 0 by default (the OS picks a free port above 1023)",
                    f"{host}:{port}")
+    if mixin is not None:
+        server.RequestHandlerClass = type("Changed", (mixin, server.RequestHandlerClass), {})
     tracker = Tracked(server)
     with serve_forever(server, story) as address:
         yield address, tracker
@@ -353,6 +357,82 @@ def check_head(static, story):
                                 "(a 404 to HEAD carries no body either)")
         story.check(reply.status == 200 and reply.body == HELLO, f"200 with {short(HELLO)}",
                     str(reply))
+
+
+class ChangesAfterTheHead:
+    """A handler mixin: once the head of GET /app.log is out (its Content-Length taken from
+    the open file), `change` alters the file before the body is sent, as a log being
+    written to would."""
+    change = None
+
+    def end_headers(self):
+        super().end_headers()
+        if self.path == "/app.log":
+            type(self).change(Path(self.server.root) / "app.log")
+
+
+@pytest.mark.task("07.static_server")
+def test_server_sends_exactly_the_announced_length_of_a_growing_file(lesson, site, story):
+    (site / "app.log").write_bytes(b"line 1\n")
+
+    class Grows(ChangesAfterTheHead):
+        @staticmethod
+        def change(path):
+            with open(path, "ab") as out:
+                out.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+
+    with static_server(lesson, site, story, Grows) as (address, tracker):
+        with socket.create_connection(address, timeout=WAIT) as sock:
+            sock.sendall(request("GET", "/app.log") + request("GET", "/missing.txt"))
+            story.step("sent GET /app.log and GET /missing.txt in one packet; the file grows "
+                       "by a forged response between the head and the body")
+            reader = Reader(sock)
+            try:
+                first = expect_response(reader, story, "the response to GET /app.log")
+            finally:
+                tracker.raise_if_not_implemented()
+            story.check(first.status == 200 and first.body == b"line 1\n",
+                        "200 with exactly the 7 bytes announced", str(first))
+            second = expect_response(reader, story, "the response to GET /missing.txt")
+            check_status(story, second, 404, "the file's new bytes must not pass for the next "
+                         "response: send exactly Content-Length bytes")
+
+
+@pytest.mark.task("07.static_server")
+def test_server_never_sends_a_short_body_on_a_kept_alive_connection(lesson, site, story):
+    content = b"0123456789" * 10
+    (site / "app.log").write_bytes(content)
+
+    class Shrinks(ChangesAfterTheHead):
+        @staticmethod
+        def change(path):
+            with open(path, "r+b") as out:
+                out.truncate(30)
+
+    with static_server(lesson, site, story, Shrinks) as (address, tracker):
+        with socket.create_connection(address, timeout=WAIT) as sock:
+            sock.sendall(request("GET", "/app.log") + request("GET", "/missing.txt"))
+            story.step("sent GET /app.log (100 bytes) and GET /missing.txt in one packet; the "
+                       "file is cut to 30 bytes between the head and the body")
+            reader = Reader(sock)
+            try:
+                first = expect_response(reader, story, "the head of GET /app.log",
+                                        head_only=True)
+            finally:
+                tracker.raise_if_not_implemented()
+            story.check(first.status == 200 and first.header("content-length") == "100",
+                        "200 with Content-Length: 100", short(first.raw_head, 300))
+            how, took, rest = closed_within(sock, 1.0)
+            rest = bytes(reader.buffer) + rest
+            if len(rest) >= 100:  # the whole announced body (read before the cut): fine
+                story.check(rest[:100] == content, "the 100 bytes announced", short(rest))
+                story.check(rest[100:].startswith(b"HTTP/1.1 404"), "then the 404 for "
+                            "/missing.txt", short(rest[100:]))
+            else:
+                story.check(how in ("closed", "reset") and rest == content[:len(rest)],
+                            "the bytes the file still has, then the connection closed (a short "
+                            "body on an open connection would make the next response's bytes "
+                            "the end of this one)", f"{how} after {short(rest)}")
 
 
 @pytest.mark.task("07.static_server")

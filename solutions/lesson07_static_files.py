@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -145,7 +144,21 @@ class StaticHandler(BaseHTTPRequestHandler):
             self.send_header("X-Content-Type-Options", "nosniff")
             self.end_headers()
             if not head:
-                shutil.copyfileobj(file, self.wfile, CHUNK)
+                self.send_file_body(file, size)
+
+    def send_file_body(self, file, size: int) -> None:
+        """Exactly `size` bytes of `file`: the Content-Length already announced. A file that
+        grew since is cut there (its new bytes would pass for the next response on a
+        kept-alive connection); one that shrank ends the connection (the client sees a short
+        body and a close, never a stream out of step)."""
+        left = size
+        while left > 0:
+            chunk = file.read(min(CHUNK, left))
+            if not chunk:
+                self.close_connection = True
+                return
+            self.wfile.write(chunk)
+            left -= len(chunk)
 
     def send_plain(self, status: int, body: bytes, head: bool) -> None:
         self.send_response(status)
