@@ -162,9 +162,25 @@ def security_headers() -> list:
                               "'none', Referrer-Policy")
 
 
+# The reason phrases of RFC 9110, fixed here so the bytes we send are the same on every Python
+# (3.13's http.HTTPStatus renamed 413 and 414 to these names; 3.10-3.12 use older ones).
+PHRASES = {
+    200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
+    413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
+}
+
+
+def phrase(status: int) -> str:
+    """The reason phrase for a status line or an error page (use it: not http.HTTPStatus)."""
+    return PHRASES.get(status) or http.HTTPStatus(status).phrase
+
+
 def render_response(status: int, headers=(), body: bytes = b"", *, length: int | None = None,
                     close: bool = False) -> bytes:
-    """The bytes of a response: f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}", then
+    """The bytes of a response: f"HTTP/1.1 {status} {phrase(status)}" (the table above), then
     `headers`, security_headers(), ("Server", SERVER_NAME), a Date
     (email.utils.formatdate(usegmt=True)), Content-Length (len(body), or `length` if given:
     a HEAD answer, or a file sent separately), "Connection: close" if close; CRLF between
@@ -175,7 +191,7 @@ def render_response(status: int, headers=(), body: bytes = b"", *, length: int |
 
 
 def error_body(status: int) -> bytes:
-    return f"{status} {http.HTTPStatus(status).phrase}\n".encode("ascii")
+    return f"{status} {phrase(status)}\n".encode("ascii")
 
 
 def error_response(status: int, headers=(), *, close: bool = False, head: bool = False) -> bytes:
