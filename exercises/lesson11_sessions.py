@@ -35,7 +35,7 @@ from pathlib import Path
 
 from solutions.lesson08_validation import (  # or yours
     HttpError, check_json_type, parse_json, render_response)
-from solutions.lesson09_slow_http import HardenedHTTPServer as RateLimitedServer  # or yours
+from solutions.lesson10_rate_limits import RateLimitedServer  # or yours
 
 # --------------------------------------------------------------------------- password hashes
 

@@ -691,6 +691,18 @@ def test_methods_types_and_the_rest_of_the_server(lesson, story):
 
 
 @pytest.mark.task("11.server")
+def test_logins_still_count_against_the_rate_limit(lesson, story):
+    server = make_session_server(lesson, story, rate=4, rate_window=60.0)
+    with serving(server, story) as address:
+        for i in range(3):  # the 4th request of this address was the grader's probe
+            reply = call_http(address, story, login_request("alice", "wonderland"), "a 200")
+            check_status(story, reply, 200, f"login {i + 1}: within rate=4 per 60 s")
+        reply = call_http(address, story, login_request("bob", "builder"), "a 429")
+        check_status(story, reply, 429, "lesson 10's limit per address applies to POST /login "
+                     "too (check_before_body calls super() first)")
+
+
+@pytest.mark.task("11.server")
 def test_a_tls_server_sends_a_secure_cookie(lesson, story):
     server = make_session_server(lesson, story)
     server.tls = True  # what lesson 12's TLS server says; this grader still speaks plain HTTP

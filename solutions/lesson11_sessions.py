@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from solutions.lesson08_validation import HttpError, check_json_type, parse_json, render_response
-from solutions.lesson09_slow_http import HardenedHTTPServer as RateLimitedServer  # until lesson 10
+from solutions.lesson10_rate_limits import RateLimitedServer
 
 # --------------------------------------------------------------------------- password hashes
 
