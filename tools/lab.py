@@ -603,3 +603,141 @@ def answers(address, timeout: float = 1.0) -> bool:
         return True
     except OSError:
         return False
+
+
+# ---- lesson 10 ------------------------------------------------------------------------------
+# A clock the notebook moves by hand (limiters take clock=...), and memory measured honestly.
+
+
+class FakeClock:
+    """Lesson 10: a stand-in for time.monotonic that moves only when told: clock.advance(0.5)."""
+
+    def __init__(self, now: float = 0.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def memory_kept(build) -> tuple[object, int]:
+    """Lesson 10: call build() and return (its result, bytes it allocated and still holds),
+    measured with tracemalloc (slow while it runs: keep `build` small)."""
+    import gc
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = build()
+        kept, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, kept
+
+
+def flood_keys(count: int, start: int = 0) -> list[str]:
+    """Lesson 10: `count` distinct made-up IPv4 addresses (10.x.y.z), as a flood would bring."""
+    return [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(start, start + count)]
+
+
+# -- end of lesson 10 -------------------------------------------------------------------------
+
+
+# ---- lesson 11 ------------------------------------------------------------------------------
+# Stopwatches for the timing-leak demo, the source's two flawed ideas rewritten for a live
+# demonstration (an XOR compare, a fixation flag nobody sets), and a login client.
+
+import json  # noqa: E402
+import secrets  # noqa: E402
+import statistics  # noqa: E402
+
+
+def median_times(compare, secret: bytes, *guesses: bytes, batches: int = 31,
+                 number: int = 20) -> list[float]:
+    """Lesson 11: the median seconds per call of compare(secret, guess) for each guess. The
+    guesses are timed in turns, batch after batch, so a busy moment of the machine hits
+    them all alike; the median ignores the batches an interruption spoiled."""
+    samples = [[] for _ in guesses]
+    for _ in range(batches):
+        for guess, times in zip(guesses, samples):
+            started = time.perf_counter_ns()
+            for _ in range(number):
+                compare(secret, guess)
+            times.append((time.perf_counter_ns() - started) / number / 1e9)
+    return [statistics.median(times) for times in samples]
+
+
+def duration(seconds: float) -> str:
+    """Lesson 11: '0.778 µs', '33.5 µs', '37.1 ms' (units the notebook's sanitizer knows)."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def xor_compare(a: bytes, b: bytes) -> bool:
+    """Lesson 11: the "constant-time" compare the source proposes, in our words: a length
+    check that returns at once, then an XOR of every pair of bytes in a Python loop."""
+    if len(a) != len(b):
+        return False
+    difference = 0
+    for x, y in zip(a, b):
+        difference |= x ^ y
+    return difference == 0
+
+
+class FlaggedSessions:
+    """Lesson 11: the source's idea of fixation protection, in our words: each session has a
+    `fixed` flag, and a session whose flag is set is refused -- but nothing ever sets it. The
+    id a visitor got before logging in stays the id after login."""
+
+    def __init__(self):
+        self.sessions = {}
+        self.lock = threading.Lock()
+
+    def start(self) -> str:
+        """An anonymous session, as a site hands to every visitor (and to an attacker)."""
+        session_id = secrets.token_urlsafe(32)
+        with self.lock:
+            self.sessions[session_id] = {"user": None, "fixed": False}
+        return session_id
+
+    def login(self, session_id: str, user: str) -> str:
+        with self.lock:  # the existing session is promoted: same id, now logged in
+            self.sessions[session_id]["user"] = user
+        return session_id
+
+    def user(self, session_id: str):
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is None or session["fixed"]:  # never True: the check never fires
+                return None
+            return session["user"]
+
+
+def login_request(user: str, password: str, cookie: str | None = None) -> bytes:
+    """Lesson 11: the raw bytes of POST /login with a JSON body (and a Cookie header)."""
+    body = json.dumps({"user": user, "password": password}).encode()
+    extra = f"Cookie: {cookie}\r\n" if cookie else ""
+    return (f"POST /login HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def cookie_request(method: str, path: str, cookie: str | None = None) -> bytes:
+    """Lesson 11: GET /me or POST /logout (empty body), with the session cookie if given."""
+    extra = f"Cookie: {cookie}\r\n" if cookie else ""
+    length = "Content-Length: 0\r\n" if method == "POST" else ""
+    return f"{method} {path} HTTP/1.1\r\nHost: lab\r\n{extra}{length}\r\n".encode()
+
+
+def session_from(reply: bytes) -> str:
+    """Lesson 11: 'session=ID' from a reply's Set-Cookie header (ready for a Cookie header)."""
+    return (header(reply, "set-cookie") or "").split(";", 1)[0]
+
+
+def masked(session: str) -> str:
+    """Lesson 11: a session cookie with the random id hidden (it changes every run)."""
+    name, _, value = session.partition("=")
+    return f"{name}=<{len(value)} random characters>" if value else session
