@@ -5,6 +5,7 @@ Retry-After values are exact and no test sleeps. Races are provoked for real: ma
 started together, the interpreter told to switch threads every microsecond, many rounds.
 The server is graded over HTTP on 127.0.0.1, port 0.
 """
+import inspect
 import math
 import socket
 import sys
@@ -96,6 +97,27 @@ def test_a_budget_grants_exactly_its_limit_under_a_race(lesson, story):
                     "made one step under a lock)", f"{got} in round {round_ + 1}")
 
 
+@pytest.mark.task("10.race")
+def test_race_runs_every_call_with_fast_switches_and_restores_the_interval(lesson, story):
+    lesson.Budget(1).take()  # a stub fails here, at once
+    seen = set()
+    lock = threading.Lock()
+
+    def take():
+        with lock:
+            seen.add(sys.getswitchinterval())
+            return len(seen) > 0
+    before = sys.getswitchinterval()
+    story.step("race(take) with the defaults, and race(take, threads=3, attempts=7, "
+               "switch=2e-6), where take() records the switch interval and says True")
+    got = (lesson.race(take), lesson.race(take, threads=3, attempts=7, switch=2e-6))
+    story.check(got == (16000, 21), "(16000, 21): 8 x 2000 calls, then 3 x 7", repr(got))
+    story.check(seen == {1e-6, 2e-6}, "take() ran with the switch interval given (1e-6 by "
+                "default)", repr(seen))
+    story.check(sys.getswitchinterval() == before, f"the interval restored to {before}",
+                repr(sys.getswitchinterval()))
+
+
 # --------------------------------------------------------------------------- 10.limiter
 
 
@@ -183,6 +205,11 @@ def test_the_parameters_must_make_sense(lesson, story):
     limiter = lesson.RateLimiter(1, 0.001, max_tracked=1, clock=FakeClock())
     story.check(allowed(tries(limiter, "a", 2)) == [True, False], "RateLimiter(1, 0.001, "
                 "max_tracked=1) works: 1 allowed, then refused", "something else")
+    defaults = {name: p.default for name, p in
+                inspect.signature(lesson.RateLimiter).parameters.items()}
+    story.check(defaults.get("max_tracked") == 10_000 and defaults.get("clock") is
+                time.monotonic, "defaults max_tracked=10_000, clock=time.monotonic",
+                repr(defaults))
 
 
 @pytest.mark.task("10.limiter")
@@ -304,6 +331,7 @@ def test_a_header_from_an_untrusted_peer_is_ignored(lesson, story):
     ("6.6.6.6, 203.0.113.9, 10.0.0.3", ("10.0.0.0/24",), "203.0.113.9"),
     ("10.0.0.4, 10.0.0.3", ("10.0.0.0/24",), "10.0.0.4"),
     ("2001:db8::5", (PROXY,), "2001:db8::5"),
+    ("203.0.113.9", ("10.0.0.9/24",), "203.0.113.9"),
 ])
 def test_behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client(
         lesson, story, forwarded, trusted, expected):
@@ -311,6 +339,14 @@ def test_behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client(
     got = lesson.client_ip(PROXY, forwarded, trusted)
     story.check(got == expected, f"{expected!r} (read from the right; hops to the left of "
                 "the first untrusted one were written by the client)", repr(got))
+
+
+@pytest.mark.task("10.client_ip")
+def test_a_peer_that_is_not_an_address_is_returned_as_it_is(lesson, story):
+    story.step(f"client_ip('not-an-ip', '203.0.113.9', ({PROXY!r},))")
+    got = lesson.client_ip("not-an-ip", "203.0.113.9", (PROXY,))
+    story.check(got == "not-an-ip", "'not-an-ip' (no proxy of ours has that address)",
+                repr(got))
 
 
 @pytest.mark.task("10.client_ip")
@@ -364,6 +400,64 @@ def make_server(lesson, story, tmp_path, logs, **kwargs):
 
 
 GET = request("GET", "/hello.txt")
+
+
+def parsed(raw: bytes):
+    from solutions.lesson08_validation import parse_head
+    return parse_head(raw)
+
+
+def refusal(call):
+    """The HttpError call() raised, or None if it returned."""
+    from solutions.lesson08_validation import HttpError
+    try:
+        call()
+    except HttpError as exc:
+        return exc
+    return None
+
+
+@pytest.mark.task("10.server")
+def test_check_before_body_keys_on_the_ip_and_keeps_lesson_09_checks(lesson, story):
+    probe(lesson)
+    get_head = parsed(request("GET", "/hello.txt"))
+    server = lesson.RateLimitedServer(rate=1, trusted_proxies=("127.0.0.1",))
+    story.step("RateLimitedServer(rate=1, trusted_proxies=('127.0.0.1',)), its "
+               "check_before_body called directly with IPv6 peers '2001:db8::1:5555', "
+               "'2001:db8::2:5555', then '2001:db8::1:6666'")
+    for peer in ["2001:db8::1:5555", "2001:db8::2:5555"]:
+        error = refusal(lambda: server.check_before_body(get_head, peer))
+        story.check(error is None, f"{peer}: no refusal (a first request)", repr(error))
+    error = refusal(lambda: server.check_before_body(get_head, "2001:db8::1:6666"))
+    story.check(error is not None and error.status == 429, "429 for 2001:db8::1 from "
+                "another port (the key is the IP: the part before the LAST colon)", repr(error))
+    retry = dict((k.lower(), v) for k, v in error.headers).get("retry-after")
+    story.check(retry == "60", "Retry-After: 60 (1 request per 60 s by default)", repr(retry))
+    two = parsed(request("GET", "/", [("X-Forwarded-For", "6.6.6.6"),
+                                      ("X-Forwarded-For", "203.0.113.1")]))
+    one = parsed(request("GET", "/", [("X-Forwarded-For", "203.0.113.1")]))
+    story.step("from the trusted proxy 127.0.0.1: a request with two X-Forwarded-For "
+               "headers ('6.6.6.6' and '203.0.113.1', one list), then one with "
+               "'203.0.113.1' alone")
+    story.check(refusal(lambda: server.check_before_body(two, "127.0.0.1:7")) is None,
+                "no refusal for the first", "refused")
+    error = refusal(lambda: server.check_before_body(one, "127.0.0.1:8"))
+    story.check(error is not None and error.status == 429, "429 for the second: both are "
+                "client 203.0.113.1 (several headers are one comma-separated list)",
+                repr(error))
+    post = parsed(request("POST", "/other", [("Content-Type", "application/json"),
+                                              ("Content-Length", "2")]))
+    error = refusal(lambda: lesson.RateLimitedServer(rate=5).check_before_body(post, "1.2.3.4:5"))
+    story.check(error is not None and error.status == 405, "405 for POST /other (lesson 09's "
+                "checks still run: call super())", repr(error))
+    with pytest.raises(ValueError):
+        story.step("RateLimitedServer(trusted_proxies=('not an address',))")
+        lesson.RateLimitedServer(trusted_proxies=("not an address",))
+    defaults = {name: p.default for name, p in
+                inspect.signature(lesson.RateLimitedServer).parameters.items()}
+    wanted = dict(rate=120, rate_window=60.0, trusted_proxies=(), max_tracked=10_000)
+    story.check(all(defaults.get(k) == v for k, v in wanted.items()),
+                f"the defaults {wanted}", repr(defaults))
 
 
 def get(address, story, headers=(), who="the client"):
