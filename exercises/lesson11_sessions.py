@@ -142,8 +142,8 @@ def new_session_id() -> str:
 class SessionStore:
     """Server-side sessions: id -> user, with two clocks.
 
-    idle_ttl      a session unused for this long is gone (a forgotten laptop)
-    absolute_ttl  a session older than this is gone however busy (a stolen cookie's life)
+    idle_ttl      a session unused this long (or longer) is gone (a forgotten laptop)
+    absolute_ttl  a session this old (or older) is gone however busy (a stolen cookie's life)
 
     Every method holds the lock for its whole check-then-act: one thread could otherwise
     find a session alive while another deletes it, or expire it twice."""
@@ -289,7 +289,9 @@ class SessionServer(RateLimitedServer):
         """POST /login with {"user": str, "password": str} (else 400): 429 + Retry-After
         while the throttle refuses the name (before hashing); 401 with CHALLENGE for a wrong
         user or password, the same bytes for both; else a NEW session (replacing the one
-        the Cookie header named) and 200 {"user": NAME} with its Set-Cookie."""
+        the Cookie header named) and 200 {"user": NAME} with its Set-Cookie, whose Max-Age
+        is the absolute lifetime (self.sessions.absolute_ttl). Retry-After: whole seconds,
+        rounded up."""
         raise NotImplementedError("login(): parse_json, throttle.retry_after, "
                                   "users.authenticate, sessions.create, reply with the cookie")
 

@@ -203,11 +203,29 @@ def test_the_users_file_holds_hashes_only(lesson, story, tmp_path):
     if os.name == "posix":
         story.check(path.stat().st_mode & 0o077 == 0, "a file only its owner can read (0600)",
                     oct(path.stat().st_mode & 0o777))
+    story.check("alice" in users and "carol" not in users, "'alice' in store, 'carol' not",
+                "not so")
+    for name, password in [("no:colons", "x"), ("with space", "x"), ("", "x"), ("a" * 65, "x"),
+                           ("carol", "")]:
+        try:
+            users.add(name, password)
+        except ValueError:
+            continue
+        story.fail(f"ValueError for add({name!r}, {password!r}) (names: 1-64 of A-Z a-z 0-9 "
+                   "_ . @ -; passwords: not empty)", "no exception")
     loaded = lesson.UserStore.load(path, n=N)
     story.check(len(loaded) == 2 and loaded.authenticate("alice", "wonderland-3")
                 and not loaded.authenticate("alice", "wonderland-1")
                 and loaded.authenticate("bob", "builder-2"), "the loaded store: 2 users, "
                 "alice's new password, bob's", f"{len(loaded)} users")
+    for bad in ["alice:not-a-hash\n", "no colon here\n", f"bad name:{users._hashes['bob']}\n"]:
+        broken = tmp_path / "broken.txt"
+        broken.write_text(text + bad)
+        try:
+            lesson.UserStore.load(broken, n=N)
+        except ValueError:
+            continue
+        story.fail(f"ValueError for a users file with the line {bad!r}", "no exception")
 
 
 # --------------------------------------------------------------------------- 11.sessions
@@ -244,6 +262,15 @@ def test_idle_expiry_exactly(lesson, story):
     clock.now -= 11.0
     story.check(store.user(sid) is None and len(store) == 0, "the expired session deleted "
                 "(even with the clock moved back, it stays gone)", f"{len(store)} sessions")
+    sid = store.create("bob")
+    clock.now += 10.0
+    story.check(store.user(sid) is None, "gone after exactly idle_ttl (10 s) unused", "alive")
+    old = store.create("carol")
+    clock.now += 10.5
+    store.create("dave")
+    story.check(len(store) == 1, "carol's expired session purged when dave logs in (sessions "
+                "nobody comes back for must not pile up)", f"{len(store)} sessions")
+    story.check(store.user(old) is None, "carol's gone", "alive")
 
 
 @pytest.mark.task("11.sessions")
@@ -257,6 +284,9 @@ def test_absolute_expiry_even_when_busy(lesson, story):
         story.check(store.user(sid) == "alice", f"alive at {clock.now - 1000:.0f} s", "gone")
     clock.now = 1000 + 27.0
     story.check(store.user(sid) == "alice", "alive at 27 s (0.9 x absolute_ttl)", "gone")
+    clock.now = 1000 + 30.0
+    got = store.user(sid)
+    story.check(got is None, "gone at exactly 30 s (absolute_ttl)", repr(got))
     clock.now = 1000 + 33.0
     got = store.user(sid)
     story.check(got is None, "gone at 33 s (1.1 x absolute_ttl), however busy", repr(got))
@@ -433,6 +463,13 @@ def test_five_failures_lock_that_user_for_the_window(lesson, story):
     throttle.failed("alice")
     story.check(throttle.retry_after("alice") == 0, "one new failure after the window does "
                 "not lock again (old failures expired)", "refused")
+    exact = lesson.LoginThrottle(2, 60.0, clock=clock)
+    start = clock.now
+    exact.failed("carol")
+    clock.now = start + 60.0
+    exact.failed("carol")
+    story.check(exact.retry_after("carol") == 0, "a failure exactly one window old no longer "
+                "counts (2 failures 60 s apart, max 2 per 60 s: free)", "refused")
 
 
 @pytest.mark.task("11.throttle")
@@ -453,9 +490,17 @@ def test_a_success_forgets_and_the_table_is_bounded(lesson, story):
     for i in range(500):
         throttle.failed(f"name{i}")
     story.step("then one failure each for 500 different names (max_tracked=50)")
-    story.check(len(throttle) <= 50, "at most 50 names tracked", f"{len(throttle)}")
-    story.check(throttle.retry_after("name499") == 0 and len(throttle) >= 40,
-                "the table full of the newest names", f"{len(throttle)}")
+    story.check(len(throttle) == 50, "50 names tracked (the bound, no fewer)", f"{len(throttle)}")
+    story.check(throttle.retry_after("alice") == 0, "alice (the oldest) evicted by the flood",
+                "still refused")
+    for i in range(450, 500):
+        throttle.failed(f"name{i}")
+        throttle.failed(f"name{i}")
+    story.check(throttle.retry_after("name499") > 0, "name499 (3 failures, the newest) "
+                "refused", "free")
+    throttle.retry_after("just-asking")
+    story.check(len(throttle) == 50 and throttle.retry_after("name0") == 0,
+                "asking about a name does not track it", f"{len(throttle)}")
 
 
 # --------------------------------------------------------------------------- 11.server
@@ -554,6 +599,16 @@ def test_session_cookie_flags(lesson, story):
 
 
 @pytest.mark.task("11.server")
+def test_cookie_value_finds_the_session(lesson, story):
+    lesson.session_cookie("x", 1, secure=False)  # a stub fails here, at once
+    for header, expected in [("session=abc", "abc"), ("a=1; session=abc; b=2", "abc"),
+                             ("sessionx=1;session=abc", "abc"), ("session", None),
+                             ("xsession=abc", None), ("", None), (None, None)]:
+        got = lesson.cookie_value(header)
+        story.check(got == expected, f"cookie_value({header!r}) == {expected!r}", repr(got))
+
+
+@pytest.mark.task("11.server")
 def test_login_me_logout(lesson, story):
     server = make_session_server(lesson, story)
     with serving(server, story) as address:
@@ -573,6 +628,10 @@ def test_login_me_logout(lesson, story):
                     repr(attributes))
         story.check(reply.header("cache-control") == "no-store", "Cache-Control: no-store",
                     short(reply.raw_head, 300))
+        story.check("max-age=28800" in lowered, "Max-Age = the absolute lifetime (8 h by "
+                    "default): the server enforces idle expiry itself, and a browser that "
+                    "dropped the cookie after the idle time would log out a busy user",
+                    repr(attributes))
         me = call_http(address, story, request("GET", "/me", [("Cookie", f"session={sid}")]),
                        "200 for /me")
         check_status(story, me, 200, "a valid session cookie")
@@ -580,6 +639,22 @@ def test_login_me_logout(lesson, story):
         me = call_http(address, story, request("GET", "/me", [
             ("Cookie", f"theme=dark; session={sid}; lang=en")]), "200 for /me")
         check_status(story, me, 200, "the session among other cookies")
+        story.check(me.header("content-type") == "application/json"
+                    and me.header("cache-control") == "no-store", "Content-Type: "
+                    "application/json and Cache-Control: no-store", short(me.raw_head, 300))
+        with socket.create_connection(address, WAIT) as sock:
+            sock.sendall(request("HEAD", "/me", [("Cookie", f"session={sid}")]))
+            story.step("sent HEAD /me with the cookie")
+            head = expect_response(Reader(sock), story, "a 200 head", head_only=True)
+            check_status(story, head, 200, "HEAD /me")
+            sock.settimeout(0.3)
+            try:
+                extra = sock.recv(100)
+            except TimeoutError:
+                extra = b""
+            story.check(extra == b"" and head.header("content-length") == str(len(me.body)),
+                        "no body after the head, Content-Length as for GET",
+                        short(extra) + " " + short(head.raw_head, 200))
         out = call_http(address, story, request("POST", "/logout", [
             ("Cookie", f"session={sid}")], length=True), "200 for /logout")
         check_status(story, out, 200, "logout")
@@ -605,6 +680,16 @@ def test_wrong_user_and_wrong_password_look_the_same(lesson, story):
                 f"{short(wrong_password.raw_head, 300)}\nvs {short(no_user.raw_head, 300)}")
     story.check(wrong_password.header("set-cookie") is None, "no cookie for a failed login",
                 short(wrong_password.raw_head, 300))
+    story.check(bool(wrong_password.header("www-authenticate")), "a WWW-Authenticate "
+                "challenge on the login's 401 too", short(wrong_password.raw_head, 300))
+    nobody = lesson.SessionServer()
+    story.step("created SessionServer() without users")
+    try:
+        nobody.route(Probe(), b"")
+    except lesson.HttpError as exc:
+        story.check(exc.status == 401, "401 for /me", f"{exc.status}")
+    story.check(len(nobody.users) == 0 and not nobody.users.authenticate("alice", "x"),
+                "an empty UserStore: nobody can log in", repr(nobody.users))
 
 
 @pytest.mark.task("11.server")
@@ -638,13 +723,21 @@ def test_five_failures_then_429_for_that_user_only(lesson, story):
         for i in range(5):
             reply = call_http(address, story, login_request("alice", f"guess{i}"), "a 401")
             check_status(story, reply, 401, f"wrong password {i + 1} of 5")
+        clock.now += 0.5
+        story.step("the fake clock moved 0.5 s")
         reply = call_http(address, story, login_request("alice", "wonderland"), "a 429")
         check_status(story, reply, 429, "5 failures: alice refused, even the right password")
         retry = reply.header("retry-after") or ""
-        story.check(retry.isdigit() and 1 <= int(retry) <= 60, "Retry-After: 1-60 seconds",
+        story.check(retry == "60", "Retry-After: 60 (59.5 s left, rounded up to whole seconds)",
                     repr(retry))
+        for i in range(4):
+            call_http(address, story, login_request("bob", f"guess{i}"), "a 401")
+        check_status(story, call_http(address, story, login_request("bob", "builder"), "a 200"),
+                     200, "bob's 4 failures, then his password")
+        for i in range(4):
+            call_http(address, story, login_request("bob", f"again{i}"), "a 401")
         reply = call_http(address, story, login_request("bob", "builder"), "a 200")
-        check_status(story, reply, 200, "bob is not alice")
+        check_status(story, reply, 200, "bob is not alice, and his success reset his count")
         clock.now += 61
         story.step("the fake clock moved 61 s (failure_window=60)")
         reply = call_http(address, story, login_request("alice", "wonderland"), "a 200")

@@ -146,8 +146,8 @@ def new_session_id() -> str:
 class SessionStore:
     """Server-side sessions: id -> user, with two clocks.
 
-    idle_ttl      a session unused for this long is gone (a forgotten laptop)
-    absolute_ttl  a session older than this is gone however busy (a stolen cookie's life)
+    idle_ttl      a session unused this long (or longer) is gone (a forgotten laptop)
+    absolute_ttl  a session this old (or older) is gone however busy (a stolen cookie's life)
 
     Every method holds the lock for its whole check-then-act: one thread could otherwise
     find a session alive while another deletes it, or expire it twice."""
