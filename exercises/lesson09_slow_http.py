@@ -63,7 +63,8 @@ def wait_for_request(sock: socket.socket, buffer: bytearray, idle_timeout: float
 def _recv_by(sock: socket.socket, deadline: float, what: str) -> bytes:
     """One recv that cannot wait past `deadline`: time left <= 0 -> DeadlineExceeded;
     sock.settimeout(time left); a TimeoutError from recv -> DeadlineExceeded; b"" ->
-    ConnectionError. Returns the chunk. (A helper for the two readers below.)"""
+    ConnectionError, each with a message naming `what` ("request head" or "request body":
+    the log then says which was late). Returns the chunk. (A helper for the two readers.)"""
     raise NotImplementedError("_recv_by(): settimeout(deadline - time.monotonic()) before "
                               "the recv; DeadlineExceeded when no time is left")
 

@@ -134,7 +134,51 @@ def check_drop_time(story, took, clock, name):
                 f"({name} = {clock} s)", f"{took:.2f} s")
 
 
+class Held(Reader):
+    """A Reader over bytes already received: no socket, so a short reply is an error."""
+
+    def __init__(self, data: bytes):
+        super().__init__(None)
+        self.buffer = bytearray(data)
+
+    def _more(self):
+        raise ReadError(f"only {len(self.buffer)} bytes {short(bytes(self.buffer))}")
+
+
+def check_no_crash(story, caplog):
+    """A slow client is an everyday event: no ERROR record (a handler that crashed while
+    dropping it, "handler failed ..." with a traceback) in any logger."""
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    story.check(not errors, "no error logged while dropping a slow client", short(errors, 300))
+
+
+def check_optional_408(story, data, head_only=False):
+    """A 408 before closing is optional; if anything is sent, it must be one whole, well-formed
+    408 with the security headers and Connection: close (no body when the request was HEAD),
+    and nothing after it."""
+    if not data:
+        return
+    held = Held(data)
+    try:
+        reply = held.response(head_only)
+    except ReadError as exc:
+        story.fail("nothing, or one whole 408 response, before the close", str(exc))
+    check_status(story, reply, 408, "the only answer a too-slow client may get")
+    check_protected(story, reply, "the 408")
+    story.check((reply.header("connection") or "").lower() == "close", "Connection: close on "
+                "the 408 (the server hangs up)", short(reply.raw_head, 300))
+    story.check(not held.buffer, "nothing after the 408" + (" (a response to HEAD has no body)"
+                if head_only else ""), short(bytes(held.buffer)))
+
+
 # --------------------------------------------------------------------------- 09.deadlines
+
+
+def check_names(story, error, part):
+    """The reader's exception says what was late or cut short: the log line then tells a
+    slow head from a slow body."""
+    story.check(part in str(error).lower(), f"a message naming the request {part} (e.g. "
+                f"'request {part}: deadline passed')", repr(str(error)))
 
 
 def pair():
@@ -219,6 +263,7 @@ def test_read_head_by_drops_a_trickler_at_the_deadline(lesson, story):
         story.check(isinstance(error, TimeoutError), "a TimeoutError (DeadlineExceeded): "
                     "each byte comes within 0.1 s, so only a deadline stops this",
                     describe(error) if error else f"the head {short(head)}")
+        check_names(story, error, "head")
         check_drop_time(story, took, 0.6, "the deadline")
 
 
@@ -259,6 +304,35 @@ def test_read_head_by_reports_a_closed_connection(lesson, story):
                               reader, bytearray(), time.monotonic() + 2.0, lesson.Limits())
         story.check(isinstance(error, ConnectionError), "ConnectionError",
                     describe(error) if error else short(head))
+        check_names(story, error, "head")
+
+
+@pytest.mark.task("09.deadlines")
+def test_a_deadline_reached_exactly_now_has_passed(lesson, story, monkeypatch):
+    now = time.monotonic()
+
+    class Frozen:  # the lesson's clock stopped at `now`: time left is exactly 0
+        @staticmethod
+        def monotonic():
+            return now
+
+    monkeypatch.setattr(lesson, "time", Frozen)
+    story.step("froze the lesson's time.monotonic() and gave a deadline equal to it (0 s left: "
+               "settimeout(0) would make the socket non-blocking, not wait 0 s)")
+    reader, writer = pair()
+    with reader, writer:
+        for what, function, args in [
+                ("read_head_by(sock, bytearray(), deadline=now)", lesson.read_head_by,
+                 (reader, bytearray(), now, lesson.Limits())),
+                ("read_body_by(sock, bytearray(), 5, deadline=now)", lesson.read_body_by,
+                 (reader, bytearray(), 5, now)),
+                ("send_by(sock, b'x', deadline=now)", lesson.send_by, (writer, b"x", now))]:
+            value, error, _ = call(story, what, function, *args)
+            story.check(isinstance(error, lesson.DeadlineExceeded), "DeadlineExceeded: no "
+                        "time is left (time left <= 0)", describe(error) if error else
+                        f"it returned {short(value)}")
+            if function is not lesson.send_by:
+                check_names(story, error, "head" if function is lesson.read_head_by else "body")
 
 
 @pytest.mark.task("09.deadlines")
@@ -286,6 +360,7 @@ def test_read_body_by_uses_the_buffer_first_then_its_deadline(lesson, story):
             took = time.monotonic() - state["first"]
         story.check(isinstance(error, TimeoutError), "a TimeoutError (DeadlineExceeded)",
                     describe(error) if error else short(body))
+        check_names(story, error, "body")
         check_drop_time(story, took, 0.6, "the deadline")
     reader, writer = pair()
     with reader:
@@ -313,6 +388,9 @@ def test_keep_alive_and_pipelining(lesson, story, root, logs):
         first = expect_response(reader, story, "the response to GET /hello.txt")
         story.check(first.status == 200 and first.body == FILE, f"200 with {short(FILE)}",
                     str(first))
+        story.check((first.header("content-type") or "").startswith("text/plain"),
+                    "Content-Type: text/plain for a .txt file (content_type from lesson 07)",
+                    short(first.raw_head, 300))
         check_protected(story, first, "a 200")
         second = expect_response(reader, story, "the response to GET /missing (pipelined)")
         check_status(story, second, 404)
@@ -369,6 +447,10 @@ def test_close_when_asked_or_in_doubt(lesson, story, root, logs, case):
         reply = expect_response(Reader(sock), story, f"a {status} response")
         check_status(story, reply, status)
         check_protected(story, reply, f"a {status}")
+        if status != 200:
+            story.check((reply.header("connection") or "").lower() == "close",
+                        f"Connection: close on the {status} (the server hangs up after it)",
+                        short(reply.raw_head, 300))
         how, took, extra = closed_within(sock, 1.0)
         story.check(how in ("closed", "reset"), "the server to close the connection right "
                     "after this response", f"still open after {took:.2f} s")
@@ -423,6 +505,66 @@ def test_a_file_is_sent_as_announced_even_if_it_grows(lesson, story, root, logs)
 
 
 @pytest.mark.task("09.keepalive")
+def test_a_file_that_shrinks_while_sent_ends_the_connection(lesson, story, root, logs):
+    log_file = root / "app.log"
+    log_file.write_bytes(b"0123456789" * 10)
+    base = make_http_server(lesson, story, root, logger=logs.logger, **clocks())
+
+    class Shrinking(type(base)):
+        def route(self, req, body):
+            reply = super().route(req, body)
+            if req.target == "/app.log":  # the file shrinks after its size was announced
+                with open(log_file, "r+b") as out:
+                    out.truncate(30)
+            return reply
+
+    server = Shrinking(root, logger=logs.logger, **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        sock.sendall(request("GET", "/app.log") + request("GET", "/missing"))
+        story.step("sent GET /app.log (100 bytes) and GET /missing in one packet; the file "
+                   "is cut to 30 bytes between the head and the body")
+        how, took, data = closed_within(sock, 2.0)
+        story.check(how in ("closed", "reset"), "the connection closed: the body can never "
+                    "reach its Content-Length, so no next response can follow it",
+                    f"still open after {took:.2f} s, got {short(data)}")
+        story.check(data.startswith(b"HTTP/1.1 200") and b"Content-Length: 100" in data
+                    and data.endswith(b"\r\n\r\n" + b"0123456789" * 3),
+                    "the 200 head (Content-Length: 100), the 30 bytes left, then the close",
+                    short(data, 300))
+        story.check(b"404" not in data, "no response to GET /missing after the short body",
+                    short(data, 300))
+
+
+@pytest.mark.task("09.keepalive")
+def test_limits_and_a_file_that_cannot_be_opened(lesson, story, root, logs, monkeypatch):
+    limits = lesson.Limits(max_request_line=100, max_header_bytes=2000, max_headers=3)
+    checked = lesson.safe_path
+    monkeypatch.setattr(lesson, "safe_path", lambda base, target: (
+        Path(base) / "vanished.txt" if target == "/vanished.txt" else checked(base, target)))
+    story.step("safe_path answers /vanished.txt with a file that is gone by the time the "
+               "server opens it (deleted in between)")
+    server = make_http_server(lesson, story, root, logger=logs.logger, limits=limits,
+                              **clocks())
+    with serving(server, story) as address:
+        reply = exchange(address, request("GET", "/vanished.txt"), story, "a 404")
+        check_status(story, reply, 404, "the file could not be opened: a 404 like any other")
+        check_protected(story, reply, "the 404")
+        headers = [(f"X-{i}", "1") for i in range(4)]
+        reply = exchange(address, request("GET", "/hello.txt", headers), story,
+                         "431 (4 headers + Host; the server's Limits allow 3)")
+        check_status(story, reply, 431, "the server's own Limits(max_headers=3)")
+        with socket.create_connection(address, WAIT) as sock:
+            sock.sendall(b"GET /" + b"a" * 150)
+            story.step("sent 155 bytes of a request line, no CRLF (Limits: 100-byte line)")
+            started = time.monotonic()
+            reply = expect_response(Reader(sock), story, "414 at once")
+            check_status(story, reply, 414, "the server's own Limits(max_request_line=100)")
+            story.check(time.monotonic() - started < 1.0, "the 414 within 1 s (the head "
+                        "reader checks the server's limits as bytes arrive)",
+                        f"{time.monotonic() - started:.2f} s")
+
+
+@pytest.mark.task("09.keepalive")
 def test_empty_and_one_byte_files(lesson, story, root, logs):
     (root / "empty.txt").write_bytes(b"")
     (root / "one.txt").write_bytes(b"1")
@@ -437,60 +579,31 @@ def test_empty_and_one_byte_files(lesson, story, root, logs):
 
 
 @pytest.mark.task("09.keepalive")
-def test_a_head_error_has_no_body(lesson, story, root, logs):
+def test_a_head_error_has_no_body(lesson, story, root, logs, caplog):
     server = make_http_server(lesson, story, root, logger=logs.logger, max_body=1000,
-                              **clocks())
-    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
-        sock.sendall(request("HEAD", "/hello.txt", [("Content-Length", "2000")], length=False))
-        story.step("sent HEAD /hello.txt announcing a 2000-byte body (max_body 1000)")
-        reader = Reader(sock)
-        reply = expect_response(reader, story, "a 413 head", head_only=True)
-        check_status(story, reply, 413)
-        how, took, extra = closed_within(sock, 1.0)
-        extra = bytes(reader.buffer) + extra  # what came with the head, then the rest
-        story.check(not extra, "nothing after the head (a response to HEAD has no body, "
-                    "errors included: error_response(..., head=True))", short(extra))
-
-
-@pytest.mark.task("09.keepalive")
-def test_check_before_body_gets_the_peer_and_refuses_before_the_body(lesson, story, root,
-                                                                     logs):
-    server = make_http_server(lesson, story, root, logger=logs.logger,
-                              **clocks(body_timeout=3.0))
-    seen = []
-    given = server.check_before_body
-
-    def hook(req, peer):  # what lessons 10-12 override: refusals keyed on the client
-        seen.append((req.target, peer))
-        if req.target == "/limited":
-            raise lesson.HttpError(429, "the grader's limit", [("Retry-After", "7")])
-        return given(req, peer)
-
-    server.check_before_body = hook
-    story.step("check_before_body(request, peer) replaced by a hook that records the peer "
-               "and refuses /limited with 429")
-    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
-        me = "%s:%s" % sock.getsockname()[:2]
-        reader = Reader(sock)
-        sock.sendall(request("GET", "/hello.txt"))
-        check_status(story, expect_response(reader, story, "the response to GET /hello.txt"),
-                     200)
-        story.check(seen == [("/hello.txt", me)], f"the hook called once with peer {me!r} "
-                    "(the client's ip:port)", repr(seen))
-        sock.sendall(request("POST", "/limited", [("Content-Type", "application/json"),
-                                                  ("Content-Length", "100")], length=False))
-        story.step("sent POST /limited announcing a 100-byte body, and none of it")
-        started = time.monotonic()
-        reply = expect_response(reader, story, "429 at once, before any body")
-        took = time.monotonic() - started
-        check_status(story, reply, 429)
-        story.check(reply.header("retry-after") == "7", "the hook's Retry-After: 7",
-                    short(reply.raw_head, 300))
-        story.check(took < 1.0, "the 429 within 1 s (the body timeout is 3 s: the hook runs "
-                    "before the body is read)", f"{took:.2f} s")
-        how, took, _ = closed_within(sock, 1.0)
-        story.check(how in ("closed", "reset"), "the connection closed after the refusal "
-                    "(its announced body was never read)", f"still open after {took:.2f} s")
+                              **clocks(body_timeout=0.3))
+    with serving(server, story) as address:
+        with socket.create_connection(address, WAIT) as sock:
+            sock.sendall(request("HEAD", "/hello.txt", [("Content-Length", "2000")],
+                                 length=False))
+            story.step("sent HEAD /hello.txt announcing a 2000-byte body (max_body 1000)")
+            reader = Reader(sock)
+            reply = expect_response(reader, story, "a 413 head", head_only=True)
+            check_status(story, reply, 413)
+            how, took, extra = closed_within(sock, 1.0)
+            extra = bytes(reader.buffer) + extra  # what came with the head, then the rest
+            story.check(not extra, "nothing after the head (a response to HEAD has no body, "
+                        "errors included: error_response(..., head=True))", short(extra))
+        with socket.create_connection(address, WAIT) as sock:
+            sock.sendall(request("HEAD", "/hello.txt", [("Content-Length", "5")], length=False)
+                         + b"ab")
+            story.step("sent HEAD /hello.txt announcing a 5-byte body, and 2 bytes of it "
+                       "(body_timeout 0.3 s)")
+            how, took, data = closed_within(sock, 2.0)
+            story.check(how in ("closed", "reset"), "the server to hang up at the body "
+                        "deadline", f"still open after {took:.2f} s")
+            check_optional_408(story, data, head_only=True)
+    check_no_crash(story, caplog)
 
 
 # --------------------------------------------------------------------------- 09.cap
@@ -562,6 +675,11 @@ def test_the_connection_over_the_cap_gets_503_at_once(lesson, story, root, logs)
             took = expect_503(address, story, "a third client")
             story.check(took < 0.5, "the 503 within 0.5 s (a refusal must not wait for a slot)",
                         f"{took:.2f} s")
+            rejects = [line for line in logs.lines(logging.WARNING) if "REJECT" in line]
+            story.check(any(re.fullmatch(r"REJECT 127\.0\.0\.1:\d+ at capacity \(2 "
+                                         r"connections\)", line) for line in rejects),
+                        "a warning 'REJECT 127.0.0.1:PORT at capacity (2 connections)'",
+                        repr(rejects[-3:]))
             socks.pop().close()
             story.step("one holder left")
             admitted(address, story, "a new client (once the slot is back)").close()
@@ -580,7 +698,8 @@ def test_a_flood_costs_no_threads_and_no_slots(lesson, story, root, logs):
             before = type(server).threads_started
             story.step("then 20 more clients connected, one after another")
             slowest = max(expect_503(address, story, f"flood client {i}") for i in range(20))
-            story.check(slowest < 0.5, "every 503 within 0.5 s", f"the slowest took {slowest:.2f} s")
+            story.check(slowest < 0.5, "every 503 within 0.5 s",
+                        f"the slowest took {slowest:.2f} s")
             spent = type(server).threads_started - before
             story.check(spent == 0, "no thread for a refused connection (admit() refuses on "
                         "the accept thread, before a thread exists)",
@@ -596,6 +715,28 @@ def test_a_flood_costs_no_threads_and_no_slots(lesson, story, root, logs):
         socks = holders(address, story, 2)  # both slots free again: not one leaked
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.task("09.cap")
+def test_a_silent_refused_client_does_not_block_the_next_refusal(lesson, story, root, logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger, max_clients=1,
+                              **clocks())
+    with serving(server, story) as address:
+        socks = holders(address, story, 1)
+        try:
+            silent = socket.create_connection(address, WAIT)
+            socks.append(silent)
+            story.step("a client over the cap connected, sent nothing, and stays connected "
+                       "without closing")
+            reply = expect_response(Reader(silent), story, "a 503 for the silent client too")
+            check_status(story, reply, 503)
+            took = expect_503(address, story, "the next client over the cap")
+            story.check(took < 0.5, "its 503 within 0.5 s (reject() must never block the "
+                        "accept thread: a non-blocking send, and a drain that does not wait "
+                        "for the silent client)", f"{took:.2f} s")
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 @pytest.mark.task("09.cap")
@@ -615,6 +756,9 @@ def test_active_connections_counts_connections_not_threads(lesson, story, root, 
             reader = Reader(sock)
             head = expect_response(reader, story, "a response to HEAD /healthz", head_only=True)
             check_status(story, head, 200)
+            story.check((head.header("content-length") or "0") not in ("0", ""),
+                        "HEAD /healthz with the Content-Length of the JSON a GET would get "
+                        "(not 0)", short(head.raw_head, 300))
             reply = expect_response(reader, story, "GET /healthz right after (a HEAD answer "
                                     "carries no body)")
             story.check(reply.header("content-type") == "application/json",
@@ -643,7 +787,8 @@ def test_active_connections_counts_connections_not_threads(lesson, story, root, 
 
 
 @pytest.mark.task("09.slow_peers")
-def test_trickled_headers_are_dropped_at_the_header_deadline(lesson, story, root, logs):
+def test_trickled_headers_are_dropped_at_the_header_deadline(lesson, story, root, logs,
+                                                             caplog):
     server = make_http_server(lesson, story, root, logger=logs.logger,
                               **clocks(header_timeout=0.6, idle_timeout=3.0))
     with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
@@ -655,45 +800,57 @@ def test_trickled_headers_are_dropped_at_the_header_deadline(lesson, story, root
         story.check(how in ("closed", "reset"), "the server to hang up on the trickler",
                     f"still open after {took:.2f} s")
         check_drop_time(story, took, 0.6, "header_timeout, counted from the first byte")
-        story.check(not data or data.startswith(b"HTTP/1.1 408"), "nothing, or a 408, before "
-                    "the close", short(data))
+        check_optional_408(story, data)
+        me = "%s:%s" % sock.getsockname()[:2]
+    check_no_crash(story, caplog)
+    if data:
+        access = [line for line in logs.lines() if line.startswith("ACCESS ")]
+        story.check(any(line.startswith(f"ACCESS {me} ") and " 408 " in line
+                        for line in access), f"the 408 in the access log: ACCESS {me} ... 408",
+                    repr(access[-3:]))
 
 
 @pytest.mark.task("09.slow_peers")
 @pytest.mark.parametrize("how", ["trickled", "shorter-than-announced", "pause-then-trickle"])
-def test_slow_bodies_are_dropped_at_the_body_deadline(lesson, story, root, logs, how):
+def test_slow_bodies_are_dropped_at_the_body_deadline(lesson, story, root, logs, how, caplog):
     server = make_http_server(lesson, story, root, logger=logs.logger,
                               **clocks(body_timeout=0.6, header_timeout=3.0, idle_timeout=3.0))
     head = request("POST", "/echo", [("Content-Type", "application/json"),
                                      ("Content-Length", "60")], length=False)
     with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        if how == "pause-then-trickle":
+            health(address, story)  # a quick request first: a stub fails here, not after 0.5 s
         sock.sendall(head)
         sent_at = time.monotonic()
-        story.step(f"sent a head announcing 60 bytes of body (body_timeout 0.6 s, others 3 s)")
+        story.step("sent a head announcing 60 bytes of body (body_timeout 0.6 s, others 3 s)")
         if how == "trickled":
             with trickler(sock, b'{"a": "' + b"x" * 60, interval=0.1):
                 story.step("then trickled the body, one byte every 0.1 s")
-                result, _, _ = closed_within(sock, 3.0)
+                result, _, data = closed_within(sock, 3.0)
         elif how == "pause-then-trickle":
             time.sleep(0.5)
             with trickler(sock, b'{"a": "' + b"x" * 60, interval=0.1):
                 story.step("then waited 0.5 s and trickled the body, one byte every 0.1 s")
-                result, _, _ = closed_within(sock, 3.0)
+                result, _, data = closed_within(sock, 3.0)
             took = time.monotonic() - sent_at
             story.check(result in ("closed", "reset"), "the server to hang up",
                         f"still open after {took:.2f} s")
             story.check(0.54 <= took <= 0.95, "the drop 0.54-0.95 s after the head "
                         "(body_timeout 0.6 s counted from the END OF THE HEAD; from the first "
                         "body byte it would be 1.1 s)", f"{took:.2f} s")
+            check_optional_408(story, data)
+            check_no_crash(story, caplog)
             return
         else:
             sock.sendall(b'{"a": 1}')
             story.step("then sent 8 bytes of it and waited")
-            result, _, _ = closed_within(sock, 3.0)
+            result, _, data = closed_within(sock, 3.0)
         took = time.monotonic() - sent_at
         story.check(result in ("closed", "reset"), "the server to hang up",
                     f"still open after {took:.2f} s")
         check_drop_time(story, took, 0.6, "body_timeout, counted from the end of the head")
+        check_optional_408(story, data)
+    check_no_crash(story, caplog)
 
 
 @pytest.mark.task("09.slow_peers")
@@ -701,12 +858,13 @@ def test_thinking_before_a_request_is_not_trickling(lesson, story, root, logs):
     server = make_http_server(lesson, story, root, logger=logs.logger,
                               **clocks(header_timeout=0.6, idle_timeout=3.0))
     with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
-        time.sleep(1.0)
+        health(address, story)  # a quick request first: a stub fails here, not after the wait
+        time.sleep(0.8)
         data = request("GET", "/hello.txt")
         sock.sendall(data[:10])
         time.sleep(0.1)
         sock.sendall(data[10:])
-        story.step("waited 1 s (idle_timeout 3 s), then sent a head in two parts 0.1 s "
+        story.step("waited 0.8 s (idle_timeout 3 s), then sent a head in two parts 0.1 s "
                    "apart (header_timeout 0.6 s)")
         reply = expect_response(Reader(sock), story, "200: the header deadline starts at the "
                                 "request's FIRST byte, not when the wait for it began")
@@ -823,6 +981,7 @@ def test_echo_and_its_refusals(lesson, story, root, logs):
             (request("POST", "/echo", [("Content-Type", "text/plain")], b"hi"), 415),
             (request("POST", "/echo", json_type), 411),
             (request("POST", "/echo?debug=1", json_type, b"[[[[1]]]]"), 200),
+            (request("POST", "/echo?a=1?b=2", json_type, b"[[[[1]]]]"), 200),
             (request("GET", "/echo"), 405),
             (request("POST", "/hello.txt", json_type, b"{}"), 405),
             (request("DELETE", "/hello.txt"), 405),
@@ -873,9 +1032,11 @@ def test_a_bug_is_a_500_and_logs_are_escaped(lesson, story, root, logs):
                     repr(lines[-5:]))
         access = [line for line in lines if line.startswith("ACCESS 127.0.0.1:")]
         story.check(any('"GET /boom HTTP/1.1" 500 "grader\\x85agent"' in line for line in access)
-                    and any('"GET /hello.txt HTTP/1.1" 200 "-"' in line for line in access),
+                    and any('"GET /hello.txt HTTP/1.1" 200 "-"' in line for line in access)
+                    and any(line.endswith('" 400 "-"') for line in access),
                     'access lines like ACCESS 127.0.0.1:PORT "GET /boom HTTP/1.1" 500 '
-                    '"grader\\x85agent" (peer, request line, status, escaped User-Agent)',
+                    '"grader\\x85agent" (peer, request line, status, escaped User-Agent; "-" '
+                    'when there is none, as for the 400)',
                     repr(access[-4:]))
         for line in lines:
             story.check(line.isprintable(), "every log line printable: CR, LF and other "
@@ -973,7 +1134,8 @@ FLAGS = ["--host", "--port", "--root", "--max-body", "--max-json-depth", "--head
 @pytest.mark.task("09.program")
 def test_help_and_bad_values(lesson, program, story):
     done = program.run("--help")
-    story.check(done.returncode == 0, "--help to exit 0", f"{done.returncode}: {done.stderr[-300:]}")
+    story.check(done.returncode == 0, "--help to exit 0",
+                f"{done.returncode}: {done.stderr[-300:]}")
     missing = [flag for flag in FLAGS if flag not in done.stdout]
     story.check(not missing, "every flag in the help", f"missing: {missing}")
     done = program.run("--port", "0", "--max-clients", "0")
@@ -982,7 +1144,8 @@ def test_help_and_bad_values(lesson, program, story):
                 f"status {done.returncode}, stdout {short(done.stdout)}")
     for flags in [("--header-timeout", "-1"), ("--idle-timeout", "0"), ("--body-timeout", "0"),
                   ("--send-timeout", "-5"), ("--max-body", "0"), ("--max-json-depth", "-1"),
-                  ("--port", "70000"), ("--max-body", "lots"), ("--max-clients", "-3")]:
+                  ("--port", "70000"), ("--max-body", "lots"), ("--max-clients", "-3"),
+                  ("--log-level", "LOUD")]:
         story.step(f"build_parser().parse_args({list(flags)!r}) (in this process)")
         with contextlib.redirect_stderr(io.StringIO()):
             try:
@@ -1015,9 +1178,41 @@ def test_the_parser_has_the_safe_defaults(lesson, story):
             "max_clients": 7, "log_level": "DEBUG"}
     story.check(got == want and str(args.root) == "x", f"every flag parsed: {want}, root 'x'",
                 f"{got}, root {getattr(args, 'root', None)!r}")
-    text = lesson.build_parser().format_help()
+    parser = lesson.build_parser()
+    story.check(parser.prog == f"python -m {lesson.__package__}.lesson09_slow_http"
+                and bool(parser.description),
+                f"prog 'python -m {lesson.__package__}.lesson09_slow_http' and a description",
+                f"{parser.prog!r}, {parser.description!r}")
+    text = parser.format_help()
     missing = [flag for flag in FLAGS if flag not in text]
     story.check(not missing, "every flag in the help", f"missing: {missing}")
+    shown = {"--host": "127.0.0.1", "--port": "0", "--max-body": "1048576",
+             "--max-json-depth": "32", "--header-timeout": "10.0", "--body-timeout": "30.0",
+             "--idle-timeout": "5.0", "--send-timeout": "10.0", "--max-clients": "100",
+             "--log-level": "INFO"}
+    for flag, default in shown.items():
+        after = text.split(f"  {flag} ", 1)[-1].split("\n  -", 1)[0]
+        story.check(f"(default: {default})" in " ".join(after.split()),
+                    f"{flag} explained in --help with its default (default: {default}) "
+                    "(ArgumentDefaultsHelpFormatter and a help= text)", short(after, 200))
+    story.check("demo site" in " ".join(text.split("  --root ", 1)[-1].split()[:20]),
+                "--root explained in --help (the demo site is the default)", short(text, 300))
+    for level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        got = getattr(parser.parse_args(["--log-level", level]), "log_level", None)
+        story.check(got == level, f"--log-level {level} accepted", repr(got))
+
+
+@pytest.mark.task("09.program")
+def test_the_server_class_has_the_safe_defaults(lesson, story, root):
+    story.step("HardenedHTTPServer(<site>) with no other argument (not started)")
+    server = lesson.HardenedHTTPServer(root)
+    story.check(server.active_connections == 0, "active_connections 0 before any client",
+                repr(server.active_connections))
+    want = {"host": "127.0.0.1", "port": 0, "max_clients": 100, "header_timeout": 10.0,
+            "body_timeout": 30.0, "idle_timeout": 5.0, "send_timeout": 10.0,
+            "max_body": 1 << 20, "max_json_depth": 32}
+    got = {name: getattr(server, name, None) for name in want}
+    story.check(got == want, f"the safe defaults {want}", repr(got))
 
 
 @pytest.mark.task("09.program")
@@ -1094,3 +1289,155 @@ def test_a_signal_stops_it_even_with_slow_clients(program, story, signum):
     story.check(status == 0, f"exit status 0 after {signum.name}",
                 f"{status}; stderr ends {short(proc.stderr_path.read_text()[-300:], 300)}")
     story.check(took <= 2.0, "the exit within 2 s", f"{took:.2f} s")
+
+
+# -- main() and build_parser() in this process (the graders above run them as a program) ----
+
+
+@pytest.fixture
+def signal_safety_net():
+    """While a test sends itself SIGTERM: if main() has not installed its handlers, the
+    signal lands here (and fails the test) instead of killing pytest."""
+    def net(signum, frame):
+        raise RuntimeError(f"{signal.Signals(signum).name} reached no handler of yours")
+    saved = {s: signal.signal(s, net) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield net
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+class FirstLineOut(io.StringIO):
+    """A stand-in for sys.stdout that notices when a whole first line has been flushed."""
+
+    def __init__(self):
+        super().__init__()
+        self.line_flushed = threading.Event()
+
+    def flush(self):
+        super().flush()
+        if "\n" in self.getvalue():
+            self.line_flushed.set()
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return probe.getsockname()[1]
+
+
+def drive_main(out, made, seen):
+    """The helper thread of the in-process main() test: once the first line is flushed, one
+    request to the server main() made, then SIGTERM to this process."""
+    try:
+        if not out.line_flushed.wait(5.0):
+            seen["problem"] = f"no flushed first line within 5 s (stdout: {out.getvalue()!r})"
+            return
+        seen["first"] = out.getvalue().splitlines()[0]
+        if not made:
+            seen["problem"] = "main() did not create a HardenedHTTPServer"
+            return
+        with socket.create_connection(made[-1].address, WAIT) as sock:
+            sock.sendall(request("GET", "/hello.txt"))
+            seen["reply"] = str(Reader(sock).response())
+    except Exception as exc:
+        seen["problem"] = describe(exc)
+    finally:
+        seen["signalled"] = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.task("09.program")
+@pytest.mark.timeout(20)
+def test_main_passes_every_flag_on_then_returns_0_on_sigterm(
+        lesson, story, root, signal_safety_net, monkeypatch, caplog):
+    made = []
+
+    class Recorded(lesson.HardenedHTTPServer):
+        poll_interval = 0.05  # ThreadedServer's accept loop: stop() returns sooner
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(lesson, "HardenedHTTPServer", Recorded)
+    out = FirstLineOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    caplog.set_level(logging.INFO)
+    port, seen = free_port(), {}
+    argv = ["--port", str(port), "--root", str(root), "--max-clients", "3", "--max-body", "10",
+            "--max-json-depth", "2", "--header-timeout", "0.7", "--body-timeout", "0.8",
+            "--idle-timeout", "0.9", "--send-timeout", "1.1"]
+    story.step(f"called main({argv}) in this process's main thread; a helper thread made one "
+               "request once the first line was flushed, then sent this process SIGTERM")
+    driver = threading.Thread(target=drive_main, args=(out, made, seen), name="grader-driver",
+                              daemon=True)
+    driver.start()
+    try:
+        status = lesson.main(argv)
+    except NotImplementedError:
+        raise
+    except BaseException as exc:  # SystemExit, or the safety net's RuntimeError
+        story.fail("main() to return 0 after SIGTERM", describe(exc))
+    returned = time.monotonic()
+    driver.join(WAIT)
+    story.check("problem" not in seen, "a flushed first line and a server that answers",
+                seen.get("problem", ""))
+    story.check(seen.get("first") == f"listening on http://127.0.0.1:{port}",
+                f"the first line 'listening on http://127.0.0.1:{port}' (the --port asked for)",
+                repr(seen.get("first")))
+    served = f"200 with body {short(FILE)}"
+    story.check(seen.get("reply") == served, f"GET /hello.txt: {served} (the file from --root)",
+                repr(seen.get("reply")))
+    server = made[-1]
+    want = {"root": root.resolve(), "max_clients": 3, "max_body": 10, "max_json_depth": 2,
+            "header_timeout": 0.7, "body_timeout": 0.8, "idle_timeout": 0.9,
+            "send_timeout": 1.1}
+    got = {name: getattr(server, name, None) for name in want}
+    story.check(got == want, f"the server main() made has every flag: {want}", repr(got))
+    story.check(status == 0, "main() to return 0 after SIGTERM", repr(status))
+    story.check(returned - seen["signalled"] < 3.0, "main() to return within 3 s of SIGTERM",
+                f"{returned - seen['signalled']:.2f} s")
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+        still = "a connection was accepted"
+    except OSError:
+        still = ""
+    story.check(not still, "the server stopped when main() returns (server.stop())", still)
+    story.check(signal.getsignal(signal.SIGTERM) is signal_safety_net,
+                "the previous SIGTERM handler back after main()", "it was not restored")
+    said = [r.getMessage() for r in caplog.records]
+    story.check(any(line == "SIGTERM: stopping" for line in said),
+                "the log line 'SIGTERM: stopping'", short(said[-3:], 300))
+
+
+@pytest.mark.task("09.program")
+@pytest.mark.timeout(15)
+def test_main_refuses_a_missing_root_and_reports_a_port_in_use(
+        lesson, story, tmp_path, signal_safety_net, capsys):
+    missing = tmp_path / "no-such-folder"
+    story.step("called main(['--root', '<tmp>/no-such-folder'])")
+    status = lesson.main(["--root", str(missing)])
+    captured = capsys.readouterr()
+    story.check(status == 2, "main() to return 2 (a usage error, before listening)",
+                repr(status))
+    story.check(captured.err == f"error: --root {missing}: not a folder\n"
+                and "listening" not in captured.out,
+                "'error: --root <folder>: not a folder' on stderr, nothing on stdout",
+                f"stderr {short(captured.err, 200)}; stdout {short(captured.out, 120)}")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        story.step("the grader listens on a port itself, then called main(['--port', <that "
+                   "port>])")
+        rescue = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+        rescue.name = "grader-rescue"
+        rescue.start()
+        try:
+            status = lesson.main(["--port", str(port)])
+        finally:
+            rescue.cancel()
+    captured = capsys.readouterr()
+    story.check(status == 1, "main() to return 1 at once (the flags were fine, the port was "
+                "not: 2 means a usage error)", repr(status))
+    story.check(captured.err.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+                and "listening" not in captured.out,
+                f"'error: cannot listen on 127.0.0.1:{port}: <why>' on stderr, no 'listening'",
+                f"stderr {short(captured.err, 200)}; stdout {short(captured.out, 120)}")
