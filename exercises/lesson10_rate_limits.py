@@ -172,7 +172,8 @@ class RateLimitedServer(HardenedHTTPServer):
 
     def check_before_body(self, request, peer: str) -> None:
         """Count this request for its client (client_ip() of the peer's IP -- not its port);
-        over the limit: log a warning and raise HttpError 429 with Retry-After in whole
-        seconds, at least 1. Then the checks of lesson 09 (super())."""
+        over the limit: log a warning naming the client and the limit (rate per window) and
+        raise HttpError 429 with Retry-After in whole seconds, at least 1. Then the checks
+        of lesson 09 (super())."""
         raise NotImplementedError("RateLimitedServer.check_before_body(): self.limiter.allow("
                                   "client_ip(...)), 429 + Retry-After when refused, then super()")

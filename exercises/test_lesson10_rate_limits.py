@@ -13,9 +13,9 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from graderkit import WAIT, serving, short
+from graderkit import WAIT, running, serving, short
 from httpkit import Reader, check_status, exchange, expect_response, request
 
 
@@ -213,7 +213,9 @@ def test_the_parameters_must_make_sense(lesson, story):
 
 
 @pytest.mark.task("10.limiter")
+# No shrinking: a stub's NotImplementedError fails the first example at once.
 @settings(max_examples=120, deadline=None, derandomize=True, database=None,
+          phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 12)), max_size=60))
 def test_no_key_ever_gets_more_than_the_bucket_allows(lesson, steps):
@@ -263,6 +265,12 @@ def test_a_flood_of_distinct_keys_cannot_grow_the_table(lesson, story):
         largest = max(largest, len(limiter))
     story.check(largest == 50, "len(limiter) never above 50, and 50 at the end",
                 f"largest {largest}, at the end {len(limiter)}")
+    limiter = lesson.RateLimiter(5, 60.0, clock=clock)
+    story.step("RateLimiter(5, 60.0) (max_tracked by default): 10,001 distinct keys")
+    for i in range(10_001):
+        limiter.allow(i)
+    story.check(len(limiter) == 10_000, "len(limiter) == 10,000 (the default max_tracked)",
+                repr(len(limiter)))
 
 
 @pytest.mark.task("10.bounded")
@@ -453,6 +461,26 @@ def test_check_before_body_keys_on_the_ip_and_keeps_lesson_09_checks(lesson, sto
     with pytest.raises(ValueError):
         story.step("RateLimitedServer(trusted_proxies=('not an address',))")
         lesson.RateLimitedServer(trusted_proxies=("not an address",))
+    story.step("RateLimitedServer() with the defaults: 121 requests from 192.0.2.1")
+    server = lesson.RateLimitedServer()
+    errors = [refusal(lambda: server.check_before_body(get_head, "192.0.2.1:1000"))
+              for _ in range(121)]
+    story.check(errors[:120] == [None] * 120 and errors[120] is not None
+                and errors[120].status == 429, "120 allowed, the 121st refused (120 per 60 s)",
+                f"refused at {[i + 1 for i, e in enumerate(errors) if e][:3]}")
+    retry = dict((k.lower(), v) for k, v in errors[120].headers).get("retry-after")
+    story.check(retry == "1", "Retry-After: 1 (a token every 0.5 s, rounded UP)", repr(retry))
+    story.step("RateLimitedServer(rate=1): 192.0.2.1 twice, then 10,000 other addresses, "
+               "then 192.0.2.1 again")
+    server = lesson.RateLimitedServer(rate=1)
+    server.check_before_body(get_head, "192.0.2.1:1000")
+    story.check(refusal(lambda: server.check_before_body(get_head, "192.0.2.1:1001"))
+                is not None, "the second refused", "allowed")
+    for i in range(10_000):
+        server.check_before_body(get_head, f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:9")
+    story.check(refusal(lambda: server.check_before_body(get_head, "192.0.2.1:1002")) is None,
+                "allowed: forgotten after 10,000 newer keys (max_tracked=10_000 by default)",
+                "still refused")
     defaults = {name: p.default for name, p in
                 inspect.signature(lesson.RateLimitedServer).parameters.items()}
     wanted = dict(rate=120, rate_window=60.0, trusted_proxies=(), max_tracked=10_000)
@@ -487,8 +515,30 @@ def test_the_request_over_the_limit_gets_429_each_on_a_new_connection(
             check_status(story, get(address, story, who=f"connection {i + 1}"), 200,
                          "within the limit")
         check_429(story, get(address, story, who="connection 4"), 9, 10)
-    story.check(any("127.0.0.1" in line for line in logs.lines(30)),
-                "a WARNING log line naming the client 127.0.0.1", repr(logs.lines()))
+    story.check(any("127.0.0.1" in line and "30" in line for line in logs.lines(30)),
+                "a WARNING log line naming the client 127.0.0.1 and the limit (3 per 30 s)",
+                repr(logs.lines()))
+
+
+@pytest.mark.task("10.server")
+def test_it_listens_where_asked_and_on_any_free_port_by_default(lesson, story, tmp_path, logs):
+    probe(lesson)
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    story.step(f"RateLimitedServer(<site>, '127.0.0.1', {port}) (a port just free), and two "
+               "RateLimitedServer() with the default port, all started")
+    servers = [lesson.RateLimitedServer(tmp_path, "127.0.0.1", port, logger=logs.logger),
+               lesson.RateLimitedServer(logger=logs.logger),
+               lesson.RateLimitedServer(logger=logs.logger)]
+    for server in servers:
+        server.poll_interval = 0.05
+    with running(servers[0], story) as first, running(servers[1], story) as second, \
+            running(servers[2], story) as third:
+        story.check(first[1] == port, f"the first on port {port}", repr(first[1]))
+        story.check(second[1] != third[1] and 0 not in (second[1], third[1]),
+                    "the other two on two different free ports (port 0 by default)",
+                    f"{second[1]} and {third[1]}")
 
 
 @pytest.mark.task("10.server")
