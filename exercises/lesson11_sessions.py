@@ -45,6 +45,7 @@ from solutions.lesson10_rate_limits import RateLimitedServer  # or yours
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16  # 128 random bits: no two users (or two sites) share a salt
 KEY_BYTES = 32
+MAX_MEMORY = 1 << 30  # hashlib refuses scrypt above 32 MiB unless told: allow up to 1 GiB
 PREFIX = "scrypt"
 
 
@@ -58,7 +59,7 @@ def hash_password(password: str, *, salt: bytes | None = None, n: int = SCRYPT_N
     own parameters and salt, so verify_password needs nothing else and old hashes keep
     working after the defaults are raised. A fresh random salt unless one is given."""
     raise NotImplementedError("hash_password(): a fresh salt from secrets (SALT_BYTES), "
-                              "hashlib.scrypt(..., n=n, r=r, p=p, maxmem=256*n*r + 2**20, "
+                              "hashlib.scrypt(..., n=n, r=r, p=p, maxmem=MAX_MEMORY, "
                               "dklen=KEY_BYTES), then the self-describing string")
 
 
@@ -187,14 +188,17 @@ class SessionStore:
             del self._sessions[session_id]
 
 
+COOKIE_FLAGS = "Path=/; HttpOnly; SameSite=Strict"
+
+
 def session_cookie(session_id: str, max_age: float, *, secure: bool) -> str:
     """The Set-Cookie value. HttpOnly: page scripts (and so an XSS) cannot read it.
     SameSite=Strict: the browser does not send it on requests started by other sites (CSRF).
     Path=/: one cookie for the whole site. Secure: only over HTTPS -- set it whenever the
     server runs TLS (over plain HTTP the browser would refuse to store the cookie).
     Max-Age: the browser forgets it too; session_id "" with max_age 0 clears it."""
-    raise NotImplementedError("session_cookie(): session=ID; Max-Age=...; Path=/; HttpOnly; "
-                              "SameSite=Strict, plus Secure when secure")
+    raise NotImplementedError("session_cookie(): session=ID; Max-Age=...; then COOKIE_FLAGS, "
+                              "plus ; Secure when secure")
 
 
 def cookie_value(header: str | None, name: str = "session") -> str | None:
@@ -256,6 +260,8 @@ class LoginThrottle:
 
 AUTH_PATHS = ("/login", "/logout")
 NO_STORE = ("Cache-Control", "no-store")  # no cache or proxy keeps a personal answer
+JSON_TYPE = ("Content-Type", "application/json")
+POST_ONLY = ("Allow", "POST")
 # A 401 must name a challenge (RFC 9110); a scheme browsers do not know shows no password box.
 CHALLENGE = ("WWW-Authenticate", 'Session realm="course-http"')
 
@@ -281,7 +287,7 @@ class SessionServer(RateLimitedServer):
 
     def route(self, request, body: bytes):
         """/login and /logout: POST only (405 + Allow: POST). /logout deletes the session
-        of the Cookie header and clears the cookie. GET /me: 200 {"user": NAME} for a live
+        of the Cookie header, clears the cookie, and answers 200 {"logged_out": true}. GET /me: 200 {"user": NAME} for a live
         session, else 401 with CHALLENGE. Anything else: super().route()."""
         raise NotImplementedError("route(): /login -> self.login(); /logout; /me; else super()")
 
@@ -297,8 +303,8 @@ class SessionServer(RateLimitedServer):
 
     @staticmethod
     def reply(data, cookie: str | None = None, head: bool = False) -> bytes:
-        body = json.dumps(data).encode("utf-8")
-        headers = [("Content-Type", "application/json"), NO_STORE]
+        body = json.dumps(data).encode()
+        headers = [JSON_TYPE, NO_STORE]
         if cookie is not None:
             headers.append(("Set-Cookie", cookie))
         return render_response(200, headers, b"" if head else body, length=len(body))

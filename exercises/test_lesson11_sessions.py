@@ -150,6 +150,12 @@ def test_scrypt_is_called_with_the_stored_parameters(lesson, story, monkeypatch)
     used = [(c[1].get("n"), c[1].get("r"), c[1].get("p")) for c in scrypt.calls]
     story.check(used == [(2**11, 4, 2)] * 2, "both scrypt calls with n=2048, r=4, p=2",
                 repr(used))
+    try:
+        big = lesson.hash_password("pw", n=2**15)
+    except ValueError as exc:
+        story.fail("hash_password('pw', n=2**15) to work (32 MiB: above hashlib's default "
+                   "maxmem, so pass maxmem=MAX_MEMORY)", describe(exc))
+    story.check(parts(story, big)[0] == 2**15, "n=32768 in the string", short(big, 120))
 
 
 @pytest.mark.task("11.hashing")
@@ -519,7 +525,7 @@ class Probe:
     keep_alive = True
 
 
-def make_session_server(lesson, story, clock=None, **kwargs):
+def make_session_server(lesson, story, clock=None, *args, **kwargs):
     """Your SessionServer with alice (password 'wonderland'), hashes at n=2**10; its
     check_before_body and route are tried once without sockets, so a stub fails at once."""
     users = lesson.UserStore(n=N)
@@ -536,7 +542,7 @@ def make_session_server(lesson, story, clock=None, **kwargs):
             except NotImplementedError as exc:
                 self.not_implemented = exc
 
-    server = Graded(users=users, clock=clock or Clock(), **kwargs)
+    server = Graded(*args, users=users, clock=clock or Clock(), **kwargs)
     probe = Probe()
     server.check_before_body(probe, "127.0.0.1:1")  # a stub raises NotImplementedError here
     try:
@@ -603,7 +609,8 @@ def test_cookie_value_finds_the_session(lesson, story):
     lesson.session_cookie("x", 1, secure=False)  # a stub fails here, at once
     for header, expected in [("session=abc", "abc"), ("a=1; session=abc; b=2", "abc"),
                              ("sessionx=1;session=abc", "abc"), ("session", None),
-                             ("xsession=abc", None), ("", None), (None, None)]:
+                             ("xsession=abc", None), ("", None), (None, None),
+                             ("session=a=b", "a=b")]:
         got = lesson.cookie_value(header)
         story.check(got == expected, f"cookie_value({header!r}) == {expected!r}", repr(got))
 
@@ -616,8 +623,10 @@ def test_login_me_logout(lesson, story):
         check_status(story, reply, 401, "no session yet")
         story.check(bool(reply.header("www-authenticate")), "a WWW-Authenticate challenge on "
                     "the 401", short(reply.raw_head, 300))
-        reply = call_http(address, story, login_request("alice", "wonderland"), "a 200")
-        check_status(story, reply, 200, "the right password")
+        reply = call_http(address, story, request("POST", "/login?next=/", [
+            ("Content-Type", "application/json")], b'{"user": "alice", "password": "wonderland"}'),
+            "a 200")
+        check_status(story, reply, 200, "the right password (POST /login?next=/)")
         story.check(reply.json() == {"user": "alice"}, '{"user": "alice"}', short(reply.body))
         sid, attributes = session_of(story, reply)
         lowered = [a.lower() for a in attributes]
@@ -639,25 +648,30 @@ def test_login_me_logout(lesson, story):
         me = call_http(address, story, request("GET", "/me", [
             ("Cookie", f"theme=dark; session={sid}; lang=en")]), "200 for /me")
         check_status(story, me, 200, "the session among other cookies")
+        me = call_http(address, story, request("GET", "/me?next=/a?b", [
+            ("Cookie", f"session={sid}")]), "200 for /me?next=/a?b")
+        check_status(story, me, 200, "a query string after /me")
         story.check(me.header("content-type") == "application/json"
                     and me.header("cache-control") == "no-store", "Content-Type: "
                     "application/json and Cache-Control: no-store", short(me.raw_head, 300))
         with socket.create_connection(address, WAIT) as sock:
             sock.sendall(request("HEAD", "/me", [("Cookie", f"session={sid}")]))
             story.step("sent HEAD /me with the cookie")
-            head = expect_response(Reader(sock), story, "a 200 head", head_only=True)
+            reader = Reader(sock)
+            head = expect_response(reader, story, "a 200 head", head_only=True)
             check_status(story, head, 200, "HEAD /me")
             sock.settimeout(0.3)
             try:
-                extra = sock.recv(100)
+                extra = bytes(reader.buffer) + sock.recv(100)
             except TimeoutError:
-                extra = b""
+                extra = bytes(reader.buffer)
             story.check(extra == b"" and head.header("content-length") == str(len(me.body)),
                         "no body after the head, Content-Length as for GET",
                         short(extra) + " " + short(head.raw_head, 200))
         out = call_http(address, story, request("POST", "/logout", [
             ("Cookie", f"session={sid}")], length=True), "200 for /logout")
         check_status(story, out, 200, "logout")
+        story.check(out.json() == {"logged_out": True}, '{"logged_out": true}', short(out.body))
         cleared, attributes = session_of(story, out)
         story.check(cleared == "" and "max-age=0" in [a.lower() for a in attributes],
                     "the cookie cleared (session=; Max-Age=0)", out.header("set-cookie"))
@@ -730,6 +744,12 @@ def test_five_failures_then_429_for_that_user_only(lesson, story):
         retry = reply.header("retry-after") or ""
         story.check(retry == "60", "Retry-After: 60 (59.5 s left, rounded up to whole seconds)",
                     repr(retry))
+        clock.now += 59.0
+        story.step("the fake clock moved 59 s more (0.5 s left)")
+        reply = call_http(address, story, login_request("alice", "wonderland"), "a 429")
+        check_status(story, reply, 429, "still inside the window")
+        story.check(reply.header("retry-after") == "1", "Retry-After: 1",
+                    repr(reply.header("retry-after")))
         for i in range(4):
             call_http(address, story, login_request("bob", f"guess{i}"), "a 401")
         check_status(story, call_http(address, story, login_request("bob", "builder"), "a 200"),
@@ -738,8 +758,8 @@ def test_five_failures_then_429_for_that_user_only(lesson, story):
             call_http(address, story, login_request("bob", f"again{i}"), "a 401")
         reply = call_http(address, story, login_request("bob", "builder"), "a 200")
         check_status(story, reply, 200, "bob is not alice, and his success reset his count")
-        clock.now += 61
-        story.step("the fake clock moved 61 s (failure_window=60)")
+        clock.now += 1.5
+        story.step("the fake clock moved past the window (failure_window=60)")
         reply = call_http(address, story, login_request("alice", "wonderland"), "a 200")
         check_status(story, reply, 200, "the window has passed")
 
@@ -780,7 +800,7 @@ def test_methods_types_and_the_rest_of_the_server(lesson, story):
             reply = call_http(address, story, data, f"a {status}")
             check_status(story, reply, status, why)
         reply = call_http(address, story, request("GET", "/login"), "a 405")
-        story.check("POST" in (reply.header("allow") or ""), "Allow: POST", short(reply.raw_head))
+        story.check(reply.header("allow") == "POST", "Allow: POST", short(reply.raw_head))
 
 
 @pytest.mark.task("11.server")
@@ -802,9 +822,34 @@ def test_a_tls_server_sends_a_secure_cookie(lesson, story):
     story.step("set server.tls = True")
     with serving(server, story) as address:
         reply = call_http(address, story, login_request("alice", "wonderland"), "a 200")
-    _, attributes = session_of(story, reply)
-    story.check("secure" in [a.lower() for a in attributes], "Secure on the cookie",
-                repr(attributes))
+        sid, attributes = session_of(story, reply)
+        story.check("secure" in [a.lower() for a in attributes], "Secure on the cookie",
+                    repr(attributes))
+        out = call_http(address, story, request("POST", "/logout", [
+            ("Cookie", f"session={sid}")], length=True), "200 for /logout")
+    _, attributes = session_of(story, out)
+    story.check("secure" in [a.lower() for a in attributes], "Secure on the cookie that clears "
+                "it too", repr(attributes))
+
+
+@pytest.mark.task("11.server")
+def test_the_defaults_and_the_lessons_before(lesson, story, tmp_path):
+    (tmp_path / "hello.txt").write_bytes(b"static\n")
+    server = make_session_server(lesson, story)
+    throttle = lesson.LoginThrottle()
+    story.step("SessionServer(users=...) and LoginThrottle() with their defaults")
+    story.check((server.sessions.idle_ttl, server.sessions.absolute_ttl) == (1800.0, 28800.0)
+                and (server.throttle.max_failures, server.throttle.window) == (5, 300.0)
+                and (throttle.max_failures, throttle.window, throttle.max_tracked)
+                == (5, 300.0, 10_000), "the given defaults (30 min idle, 8 h, 5 failures per "
+                "5 min, 10000 names)", "changed")
+    story.check(server.tls is False, "tls False (lesson 12 sets it)", repr(server.tls))
+    server = make_session_server(lesson, story, None, tmp_path, "127.0.0.1", 0)
+    story.step("(with lesson 09's positional arguments: a folder, '127.0.0.1', 0)")
+    with serving(server, story) as address:
+        reply = call_http(address, story, request("GET", "/hello.txt"), "a 200")
+    story.check(reply.status == 200 and reply.body == b"static\n", "the folder's file",
+                str(reply))
 
 
 # --------------------------------------------------------------------------- 11.program

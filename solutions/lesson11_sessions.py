@@ -41,6 +41,7 @@ from solutions.lesson10_rate_limits import RateLimitedServer
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16  # 128 random bits: no two users (or two sites) share a salt
 KEY_BYTES = 32
+MAX_MEMORY = 1 << 30  # hashlib refuses scrypt above 32 MiB unless told: allow up to 1 GiB
 PREFIX = "scrypt"
 
 
@@ -54,8 +55,8 @@ def hash_password(password: str, *, salt: bytes | None = None, n: int = SCRYPT_N
     own parameters and salt, so verify_password needs nothing else and old hashes keep
     working after the defaults are raised. A fresh random salt unless one is given."""
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                         maxmem=256 * n * r + (1 << 20), dklen=KEY_BYTES)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=MAX_MEMORY,
+                         dklen=KEY_BYTES)
     return f"{PREFIX}$n={n},r={r},p={p}${_b64(salt)}${_b64(key)}"
 
 
@@ -71,8 +72,8 @@ def verify_password(password: str, stored: str) -> bool:
         raise ValueError("not a stored scrypt hash")
     n, r, p = (int(match[i]) for i in (1, 2, 3))
     salt, key = base64.b64decode(match[4]), base64.b64decode(match[5])
-    again = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                           maxmem=256 * n * r + (1 << 20), dklen=len(key))
+    again = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=MAX_MEMORY,
+                           dklen=len(key))
     return hmac.compare_digest(again, key)
 
 
@@ -205,17 +206,17 @@ class SessionStore:
             del self._sessions[session_id]
 
 
+COOKIE_FLAGS = "Path=/; HttpOnly; SameSite=Strict"
+
+
 def session_cookie(session_id: str, max_age: float, *, secure: bool) -> str:
     """The Set-Cookie value. HttpOnly: page scripts (and so an XSS) cannot read it.
     SameSite=Strict: the browser does not send it on requests started by other sites (CSRF).
     Path=/: one cookie for the whole site. Secure: only over HTTPS -- set it whenever the
     server runs TLS (over plain HTTP the browser would refuse to store the cookie).
     Max-Age: the browser forgets it too; session_id "" with max_age 0 clears it."""
-    parts = [f"session={session_id}", f"Max-Age={int(max_age)}", "Path=/", "HttpOnly",
-             "SameSite=Strict"]
-    if secure:
-        parts.append("Secure")
-    return "; ".join(parts)
+    cookie = f"session={session_id}; Max-Age={int(max_age)}; {COOKIE_FLAGS}"
+    return cookie + "; Secure" if secure else cookie
 
 
 def cookie_value(header: str | None, name: str = "session") -> str | None:
@@ -285,6 +286,8 @@ class LoginThrottle:
 
 AUTH_PATHS = ("/login", "/logout")
 NO_STORE = ("Cache-Control", "no-store")  # no cache or proxy keeps a personal answer
+JSON_TYPE = ("Content-Type", "application/json")
+POST_ONLY = ("Allow", "POST")
 # A 401 must name a challenge (RFC 9110); a scheme browsers do not know shows no password box.
 CHALLENGE = ("WWW-Authenticate", 'Session realm="course-http"')
 
@@ -317,7 +320,7 @@ class SessionServer(RateLimitedServer):
     def route(self, request, body: bytes):
         path = request.target.split("?", 1)[0]
         if path in AUTH_PATHS and request.method != "POST":
-            raise HttpError(405, "only POST", [("Allow", "POST")])
+            raise HttpError(405, headers=[POST_ONLY])
         if path == "/login":
             return self.login(request, body)
         if path == "/logout":
@@ -326,7 +329,7 @@ class SessionServer(RateLimitedServer):
         if path == "/me":
             user = self.sessions.user(cookie_value(request.get("cookie")))
             if user is None:
-                raise HttpError(401, "no valid session", [CHALLENGE])
+                raise HttpError(401, headers=[CHALLENGE])  # no live session
             return self.reply({"user": user}, head=request.method == "HEAD")
         return super().route(request, body)
 
@@ -334,15 +337,15 @@ class SessionServer(RateLimitedServer):
         data = parse_json(body, self.max_json_depth)
         if not (isinstance(data, dict) and isinstance(data.get("user"), str)
                 and isinstance(data.get("password"), str)):
-            raise HttpError(400, 'expected {"user": ..., "password": ...}')
+            raise HttpError(400)  # not {"user": str, "password": str}
         name = data["user"]
         wait = self.throttle.retry_after(name)
         if wait > 0:  # refused before any hashing: a locked name costs no CPU
-            raise HttpError(429, "too many failed logins", [("Retry-After", str(math.ceil(wait)))])
+            raise HttpError(429, headers=[("Retry-After", str(math.ceil(wait)))])
         if not self.users.authenticate(name, data["password"]):
             self.throttle.failed(name)
             # One answer for "no such user" and "wrong password": nothing to enumerate.
-            raise HttpError(401, "bad credentials", [CHALLENGE])
+            raise HttpError(401, headers=[CHALLENGE])
         self.throttle.succeeded(name)
         session_id = self.sessions.create(name, replacing=cookie_value(request.get("cookie")))
         cookie = session_cookie(session_id, self.sessions.absolute_ttl, secure=self.tls)
@@ -350,8 +353,8 @@ class SessionServer(RateLimitedServer):
 
     @staticmethod
     def reply(data, cookie: str | None = None, head: bool = False) -> bytes:
-        body = json.dumps(data).encode("utf-8")
-        headers = [("Content-Type", "application/json"), NO_STORE]
+        body = json.dumps(data).encode()
+        headers = [JSON_TYPE, NO_STORE]
         if cookie is not None:
             headers.append(("Set-Cookie", cookie))
         return render_response(200, headers, b"" if head else body, length=len(body))
