@@ -543,7 +543,7 @@ def test_it_listens_where_asked_and_on_any_free_port_by_default(lesson, story, t
 
 @pytest.mark.task("10.server")
 def test_keep_alive_counts_every_request(lesson, story, tmp_path, logs):
-    server = make_server(lesson, story, tmp_path, logs, rate=3, rate_window=0.3)
+    server = make_server(lesson, story, tmp_path, logs, rate=3, rate_window=2.7)
     with serving(server, story) as address:
         with socket.create_connection(address, timeout=WAIT) as sock:
             reader = Reader(sock)
@@ -559,13 +559,13 @@ def test_keep_alive_counts_every_request(lesson, story, tmp_path, logs):
 
 @pytest.mark.task("10.server")
 def test_tokens_come_back_over_real_time(lesson, story, tmp_path, logs):
-    server = make_server(lesson, story, tmp_path, logs, rate=2, rate_window=0.4)
+    server = make_server(lesson, story, tmp_path, logs, rate=2, rate_window=1.0)
     with serving(server, story) as address:
         for _ in range(2):
             check_status(story, get(address, story), 200)
-        check_status(story, get(address, story), 429, "2 per 0.4 s spent")
-        time.sleep(0.25)
-        story.step("waited 0.25 s (a token comes back every 0.2 s)")
+        check_status(story, get(address, story), 429, "2 per 1.0 s spent")
+        time.sleep(0.6)
+        story.step("waited 0.6 s (a token comes back every 0.5 s)")
         check_status(story, get(address, story), 200, "a token came back")
 
 
