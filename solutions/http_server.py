@@ -1,8 +1,10 @@
-"""`python -m solutions.http_server --help`: the hardened HTTP server of lessons 07-09.
-It runs main() from solutions/lesson09_slow_http.py."""
+"""`python -m solutions.http_server --help`: the course's hardened HTTP server, lessons 07-12
+(static files, deadlines and a cap, rate limits, logins, HTTPS, /metrics).
+It runs main() from solutions/lesson12_tls_metrics.py; the lesson 07-09 server alone is
+`python -m solutions.lesson09_slow_http`."""
 import sys
 
-from .lesson09_slow_http import main  # relative: the same file works in any copy
+from .lesson12_tls_metrics import main  # relative: the same file works in any copy
 
 if __name__ == "__main__":
     sys.exit(main())
