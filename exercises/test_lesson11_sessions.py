@@ -416,7 +416,7 @@ def test_the_store_from_many_threads(lesson, story):
         try:
             for i in range(100):
                 sid = store.create(f"u{number}")
-                if store.user(sid) != f"u{number}":
+                if store.user(sid) not in (f"u{number}", None):  # None: expired meanwhile
                     errors.append(f"thread {number}: its new session named someone else")
                 if i % 3:
                     store.delete(sid)
