@@ -177,6 +177,8 @@ class SessionStore:
             return len(self._sessions)
 
     def _expired(self, session, now: float) -> bool:
+        """[user, created, used] at time `now`: idle_ttl or more since its last use, or
+        absolute_ttl or more since its creation."""
         raise NotImplementedError("_expired(): idle since the last use, or too old since "
                                   "creation")
 
@@ -287,8 +289,9 @@ class SessionServer(RateLimitedServer):
 
     def route(self, request, body: bytes):
         """/login and /logout: POST only (405 + Allow: POST). /logout deletes the session
-        of the Cookie header, clears the cookie, and answers 200 {"logged_out": true}. GET /me: 200 {"user": NAME} for a live
-        session, else 401 with CHALLENGE. Anything else: super().route()."""
+        of the Cookie header, clears the cookie, and answers 200 {"logged_out": true}.
+        GET (or HEAD) /me: 200 {"user": NAME} for a live session, else 401 with CHALLENGE.
+        Anything else: super().route()."""
         raise NotImplementedError("route(): /login -> self.login(); /logout; /me; else super()")
 
     def login(self, request, body: bytes):

@@ -195,6 +195,8 @@ class SessionStore:
             return len(self._sessions)
 
     def _expired(self, session, now: float) -> bool:
+        """[user, created, used] at time `now`: idle_ttl or more since its last use, or
+        absolute_ttl or more since its creation."""
         user, created, used = session
         return now - used >= self.idle_ttl or now - created >= self.absolute_ttl
 
