@@ -25,6 +25,7 @@ lessons 09 and 10 with it).
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import sys
 
@@ -104,8 +105,9 @@ class SecureHTTPServer(SessionServer):
         """Without a context: lesson 09's process. With one: wrap a DUPLICATE of conn
         (conn.dup(): wrap_socket detaches the socket it is given, and stop() must still be
         able to shut `conn` down) with server_side=True, do_handshake_on_connect=False;
-        settimeout(self.handshake_timeout) -- one deadline for the whole handshake; then
-        do_handshake(). An OSError (SSLError, TimeoutError, a reset) there: count a
+        settimeout(self.handshake_timeout) -- one deadline for the whole handshake; TCP_NODELAY
+        on it (TLS writes small records: with Nagle's algorithm on, each new connection's
+        first answer waits ~40 ms for the client's delayed ACK); then do_handshake(). An OSError (SSLError, TimeoutError, a reset) there: count a
         "handshake" rejection, log it, return. Else serve the TLS socket with lesson 09's
         process, and close it at the end."""
         raise NotImplementedError("process(): wrap conn.dup() server-side without the "

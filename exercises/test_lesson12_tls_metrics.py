@@ -385,6 +385,17 @@ def test_https_works_and_the_cookie_is_secure(lesson, story, root, certs):
                 reply = expect_response(reader, story)
                 check_status(story, reply, 200)
                 story.check(reply.body == FILE, "the file", short(reply.body))
+        waits = []
+        for _ in range(5):
+            with tls_connect(address, ca, story, "a new TLS client") as sock:
+                started = time.perf_counter()
+                sock.sendall(request("GET", "/hello.txt"))
+                expect_response(Reader(sock), story)
+                waits.append(time.perf_counter() - started)
+        wait = sorted(waits)[2]
+        story.check(wait < 0.025, "the answer within 25 ms of the request on a new TLS "
+                    "connection (median of 5): TCP_NODELAY on it, or Nagle's algorithm holds "
+                    "the response for the client's delayed ACK (~40 ms)", f"{wait * 1000:.1f} ms")
         login = request("POST", "/login", [("Content-Type", "application/json")],
                         b'{"user": "alice", "password": "correct horse"}')
         reply = ask(address, login, story, ca)
