@@ -606,6 +606,47 @@ def test_a_head_error_has_no_body(lesson, story, root, logs, caplog):
     check_no_crash(story, caplog)
 
 
+@pytest.mark.task("09.keepalive")
+def test_check_before_body_gets_the_peer_and_refuses_before_the_body(lesson, story, root,
+                                                                     logs):
+    server = make_http_server(lesson, story, root, logger=logs.logger,
+                              **clocks(body_timeout=3.0))
+    seen = []
+    given = server.check_before_body
+
+    def hook(req, peer):  # what lessons 10-12 override: refusals keyed on the client
+        seen.append((req.target, peer))
+        if req.target == "/limited":
+            raise lesson.HttpError(429, "the grader's limit", [("Retry-After", "7")])
+        return given(req, peer)
+
+    server.check_before_body = hook
+    story.step("check_before_body(request, peer) replaced by a hook that records the peer "
+               "and refuses /limited with 429")
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        me = "%s:%s" % sock.getsockname()[:2]
+        reader = Reader(sock)
+        sock.sendall(request("GET", "/hello.txt"))
+        check_status(story, expect_response(reader, story, "the response to GET /hello.txt"),
+                     200)
+        story.check(seen == [("/hello.txt", me)], f"the hook called once with peer {me!r} "
+                    "(the client's ip:port)", repr(seen))
+        sock.sendall(request("POST", "/limited", [("Content-Type", "application/json"),
+                                                  ("Content-Length", "100")], length=False))
+        story.step("sent POST /limited announcing a 100-byte body, and none of it")
+        started = time.monotonic()
+        reply = expect_response(reader, story, "429 at once, before any body")
+        took = time.monotonic() - started
+        check_status(story, reply, 429)
+        story.check(reply.header("retry-after") == "7", "the hook's Retry-After: 7",
+                    short(reply.raw_head, 300))
+        story.check(took < 1.0, "the 429 within 1 s (the body timeout is 3 s: the hook runs "
+                    "before the body is read)", f"{took:.2f} s")
+        how, took, _ = closed_within(sock, 1.0)
+        story.check(how in ("closed", "reset"), "the connection closed after the refusal "
+                    "(its announced body was never read)", f"still open after {took:.2f} s")
+
+
 # --------------------------------------------------------------------------- 09.cap
 
 
