@@ -202,7 +202,8 @@ class HardenedHTTPServer(ThreadedServer):
         read_body_by(conn, buffer, length, time.monotonic() + self.body_timeout).
         HttpError -> self.answer(conn, peer, head, error_response(status, exc.headers,
         close=True, head=is_head(request))) and return False (the stream is in doubt).
-        DeadlineExceeded -> log it, answer a 408 with close=True, head=is_head(request),
+        DeadlineExceeded -> log it (info: the peer and the exception, e.g. "%s too slow (%s):
+        closing"), answer a 408 with close=True, head=is_head(request),
         quiet=True, and return False. (Set request = None before the try.)
         Otherwise reply = safe_call(self.route, request, body, self.log); self.answer(conn,
         peer, head, reply, request); return request.keep_alive.

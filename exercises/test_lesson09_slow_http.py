@@ -844,6 +844,10 @@ def test_trickled_headers_are_dropped_at_the_header_deadline(lesson, story, root
         check_optional_408(story, data)
         me = "%s:%s" % sock.getsockname()[:2]
     check_no_crash(story, caplog)
+    said = [line for line in logs.lines() if not line.startswith("ACCESS ")]
+    story.check(any(me in line and "head" in line.lower() for line in said),
+                f"a log line naming the client ({me}) and why it was dropped (the "
+                "DeadlineExceeded message: request head)", repr(said[-3:]))
     if data:
         access = [line for line in logs.lines() if line.startswith("ACCESS ")]
         story.check(any(line.startswith(f"ACCESS {me} ") and " 408 " in line
