@@ -741,3 +741,165 @@ def masked(session: str) -> str:
     """Lesson 11: a session cookie with the random id hidden (it changes every run)."""
     name, _, value = session.partition("=")
     return f"{name}=<{len(value)} random characters>" if value else session
+
+
+# ---- lesson 12 ------------------------------------------------------------------------------
+# TLS for the notebook: throwaway certificates (trustme), clients that verify them, a relay
+# that shows what an eavesdropper sees, and the source article's listening-socket TLS server.
+
+import ssl  # noqa: E402
+
+
+def tls_files(folder) -> tuple:
+    """Lesson 12: a throwaway CA and a certificate for 127.0.0.1/localhost, written to
+    `folder` as cert.pem and key.pem. Returns (ca, certfile, keyfile). Nothing is kept."""
+    import trustme
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    certfile, keyfile = Path(folder, "cert.pem"), Path(folder, "key.pem")
+    issued.cert_chain_pems[0].write_to_path(str(certfile))
+    issued.private_key_pem.write_to_path(str(keyfile))
+    return ca, str(certfile), str(keyfile)
+
+
+def tls_client(ca) -> ssl.SSLContext:
+    """Lesson 12: a client context like a browser's (it checks the certificate and the
+    name), trusting our throwaway CA and nothing else."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
+    ca.configure_trust(context)
+    return context
+
+
+def tls_exchange(address, context, *requests: bytes, timeout: float = 2.0) -> list[bytes]:
+    """Lesson 12: exchange() over TLS: one connection, the handshake, each request and its
+    reply. A failed handshake raises ssl.SSLError (or OSError)."""
+    with socket.create_connection(address, timeout=timeout) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        replies = []
+        for data in requests:
+            sock.sendall(data)
+            replies.append(read_reply(sock, no_body=data.startswith(b"HEAD")))
+        return replies
+
+
+def timed_tls_get(address, context, timeout: float = 2.0) -> tuple[bool, float]:
+    """Lesson 12: GET / over a new TLS connection: (answered 200?, seconds it took)."""
+    started = time.perf_counter()
+    try:
+        reply = tls_exchange(address, context, b"GET / HTTP/1.1\r\nHost: lab\r\n\r\n",
+                             timeout=timeout)[0]
+        ok = reply.startswith(b"HTTP/1.1 200")
+    except OSError:
+        ok = False
+    return ok, time.perf_counter() - started
+
+
+class Eavesdropper:
+    """Lesson 12: a relay between a client and a server that keeps a copy of every byte the
+    client sends: what anyone on the path (a Wi-Fi, a router) could read. Connect to
+    .address instead of the server's; .seen holds the bytes."""
+
+    def __init__(self, target):
+        self.target, self.seen = target, bytearray()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.address = self._listener.getsockname()[:2]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lab-eavesdropper", daemon=True)
+        self._thread.start()
+
+    def _pipe(self, src, dst, keep: bool):
+        try:
+            while chunk := src.recv(65536):
+                if keep:
+                    self.seen += chunk
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            server = socket.create_connection(self.target, timeout=2.0)
+            client.settimeout(2.0)
+            for src, dst, keep in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(src, dst, keep), daemon=True).start()
+
+    def close(self):
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(1.0)
+
+
+def seed_style_tls_server(server_class, context, **kwargs):
+    """Lesson 12: the source article's way, for the demo only: the LISTENING socket is
+    wrapped, so accept() itself does each handshake, on the accept thread, with no deadline.
+    (Its failures are logged by lesson 02's accept loop: give it a quiet logger.)"""
+
+    class ListenerWrapped(server_class):
+        def start(self):
+            self._wrapped = threading.Event()
+            super().start()
+            self._wrapped.wait(2.0)  # .address reads the listener: the wrapped one
+            return self
+
+        def _accept_loop(self):  # runs in the accept thread, before its first accept()
+            self._listener = context.wrap_socket(self._listener, server_side=True)
+            self._wrapped.set()
+            super()._accept_loop()
+
+    return ListenerWrapped(**kwargs)
+
+
+def metric_lines(text: bytes, *names: str) -> list[str]:
+    """Lesson 12: the sample lines of a /metrics text whose names start with one of `names`
+    (no comments, no *_created timestamps)."""
+    return [line for line in text.decode().splitlines()
+            if line.startswith(names) and "_created" not in line]
+
+
+def requests_per_second(address, context, count: int, keep_alive: bool) -> float:
+    """Lesson 12: `count` GET /hello.txt, one after another, on one kept-alive connection or a
+    new connection each (context None: plain HTTP). Requests per second."""
+    data = b"GET /hello.txt HTTP/1.1\r\nHost: lab\r\n\r\n"
+    started = time.perf_counter()
+    sock = None
+    for _ in range(count):
+        if sock is None:
+            sock = socket.create_connection(address, timeout=2.0)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+        sock.sendall(data)
+        read_reply(sock)
+        if not keep_alive:
+            sock.close()
+            sock = None
+    if sock is not None:
+        sock.close()
+    return count / (time.perf_counter() - started)
+
+
+def quiet_logger(name: str = "lab12") -> logging.Logger:
+    """Lesson 12: a logger that keeps its records in .records instead of printing them
+    (background threads never print into a notebook). Also quiets lesson 02's accept loop."""
+    import logging as _logging
+    logger = _logging.getLogger(name)
+    if not hasattr(logger, "records"):
+        logger.records = []
+        handler = _logging.Handler()
+        handler.emit = logger.records.append
+        logger.addHandler(handler)
+        logger.propagate = False
+        accept = _logging.getLogger("solutions.lesson02_threads")
+        accept.addHandler(handler)
+        accept.propagate = False
+    return logger
