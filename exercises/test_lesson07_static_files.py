@@ -399,6 +399,24 @@ def test_server_sends_exactly_the_announced_length_of_a_growing_file(lesson, sit
 
 
 @pytest.mark.task("07.static_server")
+def test_server_sends_empty_and_one_byte_files_on_one_connection(lesson, site, story):
+    (site / "empty.txt").write_bytes(b"")
+    (site / "one.txt").write_bytes(b"1")
+    with static_server(lesson, site, story) as (address, tracker):
+        with socket.create_connection(address, timeout=WAIT) as sock:
+            reader = Reader(sock)
+            for target, body in [("/one.txt", b"1"), ("/empty.txt", b""), ("/one.txt", b"1")]:
+                sock.sendall(request("GET", target))
+                try:
+                    reply = expect_response(reader, story, f"a response to GET {target} on "
+                                            "the same connection")
+                finally:
+                    tracker.raise_if_not_implemented()
+                story.check(reply.status == 200 and reply.body == body,
+                            f"200 with {body!r} (the last byte too)", str(reply))
+
+
+@pytest.mark.task("07.static_server")
 def test_server_never_sends_a_short_body_on_a_kept_alive_connection(lesson, site, story):
     content = b"0123456789" * 10
     (site / "app.log").write_bytes(content)
