@@ -334,8 +334,9 @@ def test_rejections_are_counted_by_reason(lesson, story, root):
             while server.active_connections < 2 and time.monotonic() < ends:
                 time.sleep(0.01)
             with socket.create_connection(address, timeout=WAIT) as third:
-                closed_within(third, WAIT)
-            story.step("a third client was turned away")
+                how, _, data = closed_within(third, WAIT)
+            story.check(data.startswith(b"HTTP/1.1 503"), "a third client turned away with "
+                        "lesson 09's 503 (plain HTTP)", f"{how}, data {short(data)}")
         finally:
             for sock in holders:
                 sock.close()
@@ -403,8 +404,12 @@ def test_https_works_and_the_cookie_is_secure(lesson, story, root, certs):
         cookie = reply.header("set-cookie", "")
         story.check("secure" in [p.strip().lower() for p in cookie.split(";")],
                     "Set-Cookie with Secure over TLS (lesson 11 reads server.tls)", cookie)
-    plain = make_server(lesson, story, root)
-    story.check(plain.tls is False, "server.tls False without a context", repr(plain.tls))
+    plain = lesson.SecureHTTPServer(root)
+    story.check(plain.tls is False and plain.tls_context is None
+                and plain.handshake_timeout == 5.0,
+                "without a context: server.tls False, tls_context None, handshake_timeout 5.0 "
+                "(the defaults)", f"{plain.tls!r}, {plain.tls_context!r}, "
+                f"{plain.handshake_timeout!r}")
 
 
 @pytest.mark.task("12.handshake")
@@ -724,6 +729,30 @@ def test_main_passes_every_flag_on_then_returns_0_on_sigterm(
                 "mid-handshake (handshake_timeout 20 s) notwithstanding", f"{took:.2f} s")
     story.check(signal.getsignal(signal.SIGTERM) is signal_safety_net,
                 "the previous SIGTERM handler back after main()", "it was not restored")
+    said = [r.getMessage() for r in caplog.records]
+    story.check("SIGTERM: stopping" in said, "the log line 'SIGTERM: stopping'",
+                short(said[-3:], 300))
+
+
+@pytest.mark.task("12.program")
+@pytest.mark.timeout(15)
+def test_main_reports_a_port_in_use(lesson, story, signal_safety_net, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        story.step("the grader listens on a port itself, then called main(['--port', <that "
+                   "port>])")
+        rescue = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+        rescue.name = "grader-rescue"
+        rescue.start()
+        try:
+            status = lesson.main(["--port", str(port)])
+        finally:
+            rescue.cancel()
+    captured = capsys.readouterr()
+    story.check(status == 1 and captured.err.startswith(f"error: cannot listen on 127.0.0.1:{port}")
+                and "listening" not in captured.out,
+                f"return 1 with 'error: cannot listen on 127.0.0.1:{port}: <why>' on stderr",
+                f"{status!r}; stderr {short(captured.err, 200)}")
 
 
 @pytest.mark.task("12.program")
