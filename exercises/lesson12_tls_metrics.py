@@ -24,6 +24,7 @@ lessons 09 and 10 with it).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import socket
 import ssl
@@ -162,9 +163,18 @@ class SecureHTTPServer(SessionServer):
 # --------------------------------------------------------------------------- the program
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, unless there is none to show (None, [])."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
-    """Lesson 09's parser (lesson09_parser()) with prog f"python -m {__package__}.http_server"
-    and these flags added: --rate (count, 120), --rate-window (seconds, 60), --trusted-proxy
+    """Lesson 09's parser (lesson09_parser()) with prog f"python -m {__package__}.http_server",
+    formatter_class _Help (given above: no "(default: None)" in --help) and these flags added: --rate (count, 120), --rate-window (seconds, 60), --trusted-proxy
     ADDR (action="append", default []), --max-tracked (count, 10000), --users FILE (None),
     --session-ttl (seconds, 1800), --certfile F, --keyfile F (None), --handshake-timeout
     (seconds, 5). Counts: type=_positive(int); seconds: type=_positive(float)."""

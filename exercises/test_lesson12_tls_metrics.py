@@ -554,6 +554,16 @@ def test_the_parser_has_every_flag_and_default(lesson, story):
     story.check(got == DEFAULTS, f"the defaults {DEFAULTS}", repr(got))
     story.check(parser.prog.endswith(".http_server"), "prog 'python -m <package>.http_server'",
                 repr(parser.prog))
+    text = parser.format_help()
+    missing = [flag for flag in ("--rate", "--rate-window", "--trusted-proxy", "--max-tracked",
+                                 "--users", "--session-ttl", "--certfile", "--keyfile",
+                                 "--handshake-timeout", "--header-timeout", "--max-clients")
+               if flag not in text]
+    story.check(not missing and "(default: 120)" in text and "(default: None)" not in text
+                and "(default: [])" not in text,
+                "--help naming every flag, with real defaults ('(default: 120)') and no "
+                "'(default: None)' or '(default: [])'", f"missing {missing}; "
+                f"{short(text[-400:], 400)}")
     args = parser.parse_args(["--trusted-proxy", "10.0.0.1", "--trusted-proxy", "10.0.0.0/8"])
     story.check(args.trusted_proxy == ["10.0.0.1", "10.0.0.0/8"],
                 "--trusted-proxy repeatable, a list", repr(args.trusted_proxy))

@@ -19,6 +19,7 @@ The program (the lessons 10-12 server): python -m solutions.http_server --help
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import socket
 import ssl
@@ -177,10 +178,20 @@ class SecureHTTPServer(SessionServer):
 # --------------------------------------------------------------------------- the program
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, unless there is none to show (None, [])."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     """Lesson 09's flags, plus the limits, logins and TLS of lessons 10-12."""
     parser = lesson09_parser()
     parser.prog = f"python -m {__package__}.http_server"
+    parser.formatter_class = _Help
     parser.description = ("The course's hardened HTTP server (lessons 07-12): static files, "
                           "GET /healthz, GET /metrics, POST /echo, POST /login, GET /me, "
                           "POST /logout; rate limits; HTTPS with --certfile/--keyfile.")
@@ -191,12 +202,12 @@ def build_parser():
                         help="seconds over which --rate requests are allowed")
     parser.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDR",
                         help="a proxy (address or network) whose X-Forwarded-For is believed; "
-                             "repeat for several (default: none)")
+                             "repeat for several; none by default")
     parser.add_argument("--max-tracked", type=count, default=10_000,
                         help="client addresses the rate limiter remembers at most")
     parser.add_argument("--users", metavar="FILE",
                         help="users file (python -m solutions.http_users add FILE NAME); "
-                             "default: nobody can log in")
+                             "without it nobody can log in")
     parser.add_argument("--session-ttl", type=seconds, default=1800.0,
                         help="seconds a session lives without being used")
     parser.add_argument("--certfile", metavar="F", help="TLS certificate chain (PEM): HTTPS")
