@@ -319,9 +319,13 @@ def test_read_body_by_uses_the_buffer_first(lesson, story):
 @pytest.mark.task("13.send")
 def test_send_by_gives_up_on_a_client_that_never_reads(lesson, story):
     async def scenario():
-        listener = socket.create_server(("127.0.0.1", 0))
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited on accept
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
         listener.settimeout(WAIT)
         reader, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         peer, _ = listener.accept()
         peer.settimeout(WAIT)
         try:
@@ -332,9 +336,10 @@ def test_send_by_gives_up_on_a_client_that_never_reads(lesson, story):
             _, error, _ = await outcome(lesson.send_by(writer, b"late", time.monotonic()))
             story.check(isinstance(error, lesson.DeadlineExceeded), "DeadlineExceeded when "
                         "no time is left", describe(error) if error else "it returned")
-            story.step("the peer now never reads; send_by(writer, 32 MiB, now + 0.4)")
-            _, error, took = await outcome(lesson.send_by(writer, b"x" * (32 << 20),
-                                                          time.monotonic() + 0.4))
+            story.step("the peer (4 KiB buffers) now never reads; send_by(writer, 1 MiB, "
+                       "now + 0.4)")
+            data = b"x" * (1 << 20)
+            _, error, took = await outcome(lesson.send_by(writer, data, time.monotonic() + 0.4))
             story.check(isinstance(error, TimeoutError), "a TimeoutError (DeadlineExceeded): "
                         "drain() alone waits for ever", describe(error) if error else "it "
                         "returned")
@@ -571,7 +576,10 @@ def test_over_the_cap_503_at_once_and_slots_come_back(lesson, story, root, logs)
         try:
             silent = socket.create_connection(address, WAIT)
             socks.append(silent)
-            story.step("a third client connected, sent nothing and never reads")
+            story.step("a third client connected and sent nothing (max_clients 2)")
+            reply = expect_response(Reader(silent), story, "a 503 for the third client at once")
+            check_status(story, reply, 503, "two clients are connected: the third is one too many")
+            story.step("it stays connected without closing")
             took = max(expect_503(address, story, f"flood client {i}") for i in range(10))
             story.check(took < 0.5, "every 503 within 0.5 s (a refusal never waits: not for "
                         "a slot, not for a client that does not read)", f"{took:.2f} s")
