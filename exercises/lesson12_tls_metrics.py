@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
 
     As lesson 09's main(), plus: --certfile and --keyfile both or neither (parser.error:
     exit 2); a bad --root, --users file, certificate or proxy address (OSError, ValueError)
-    -> "error: ..." on stderr and 2; the first line "listening on https://HOST:PORT" with
+    -> "error: ..." naming the value on stderr and 2 (OpenSSL's errors do not name the
+    file: say "--certfile F --keyfile K: <error>"); the first line "listening on https://HOST:PORT" with
     TLS, "listening on http://HOST:PORT" without; SIGINT/SIGTERM -> stop() and 0."""
     raise NotImplementedError("main(): parse; --certfile without --keyfile (or the reverse) "
                               "-> parser.error; build the SecureHTTPServer (errors -> 2); "

@@ -25,7 +25,7 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from graderkit import WAIT, describe, run_in_thread, serving, short
+from graderkit import WAIT, describe, run_in_thread, serving, short, wait_for_line
 from httpkit import Reader, check_status, closed_within, expect_response, request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -294,10 +294,19 @@ def test_metrics_count_requests_by_status_and_real_connections(lesson, story, ro
         finally:
             for sock in idle:
                 sock.close()
-        reply = ask(address, request("HEAD", "/metrics"), story, who="a monitor")
-        story.check(reply.status == 200 and int(reply.header("content-length", "0")) > 0,
-                    "HEAD /metrics: 200, the Content-Length of the text, no body",
-                    str(reply))
+        with socket.create_connection(address, timeout=WAIT) as sock:
+            reader = Reader(sock)
+            sock.sendall(request("HEAD", "/metrics") + request("GET", "/hello.txt"))
+            story.step("a monitor sent HEAD /metrics and GET /hello.txt on one connection")
+            reply = expect_response(reader, story, head_only=True)
+            story.check(reply.status == 200 and int(reply.header("content-length", "0")) > 0,
+                        "HEAD /metrics: 200, the Content-Length of the text", str(reply))
+            after = expect_response(reader, story)
+            story.check(after.status == 200 and after.body == FILE, "then the file: no body "
+                        "was sent for HEAD", str(after))
+        reply = ask(address, request("GET", "/metrics?a=1?b=2"), story, who="a monitor")
+        story.check(reply.status == 200 and b"http_requests_total" in reply.body,
+                    "GET /metrics?a=1?b=2: the metrics (the query is not the path)", str(reply))
 
 
 @pytest.mark.task("12.metrics")
@@ -348,17 +357,18 @@ def test_rejections_are_counted_by_reason(lesson, story, root):
         bad = request("POST", "/login", [("Content-Type", "application/json")],
                       b'{"user": "alice", "password": "wrong"}')
         statuses = []
-        for data in (bad, bad, *[request("GET", "/hello.txt")] * 3):
+        for data in (bad, bad, bad, *[request("GET", "/hello.txt")] * 2):
             settle(server)  # a slot comes back a moment after its client saw the close
             statuses.append(ask(address, data, story).status)
-        story.check(statuses == [401, 429, 200, 200, 429],
-                    "401 then 429 (max_failures=1), then 200 200 and 429 (rate=4: the 5th request)",
+        story.check(statuses == [401, 429, 429, 200, 429],
+                    "401 then 429 429 (max_failures=1), then 200 and 429 (rate=4: the 5th "
+                    "request)",
                     repr(statuses))
         samples = metrics_of(story, server.metrics.render())
         got = {r: value(samples, "http_rejections_total", reason=r)
                for r in ("cap", "slow", "login", "rate")}
-        story.check(got == {"cap": 1, "slow": 1, "login": 1, "rate": 1},
-                    "http_rejections_total: cap 1, slow 1, login 1, rate 1", repr(got))
+        story.check(got == {"cap": 1, "slow": 1, "login": 2, "rate": 1},
+                    "http_rejections_total: cap 1, slow 1, login 2, rate 1", repr(got))
         story.check(value(samples, "http_requests_total", status="408") == 1,
                     "the 408 counted by status too", repr(value(samples, "http_requests_total",
                                                                 status="408")))
@@ -466,6 +476,32 @@ def test_plain_http_on_the_tls_port_is_dropped_cleanly(lesson, story, root, cert
 
 
 @pytest.mark.task("12.handshake")
+def test_over_the_cap_a_tls_client_is_closed_logged_and_counted(lesson, story, root, certs,
+                                                                logs):
+    ca, certfile, keyfile, _ = certs
+    server = make_server(lesson, story, root, max_clients=1, handshake_timeout=FAR,
+                         logger=logs.logger,
+                         tls_context=lesson.make_tls_context(certfile, keyfile))
+    with serving(server, story) as address:
+        with tls_connect(address, ca, story, "a TLS client holding the only slot"):
+            with socket.create_connection(address, timeout=WAIT) as second:
+                how, took, data = closed_within(second, WAIT)
+            story.step("a second client connected (max_clients=1)")
+            story.check(how in ("closed", "reset") and not data and took < 1.0,
+                        "the second closed at once, without a plain-text 503 (a TLS client "
+                        "could not read it; a handshake would block accept)",
+                        f"{how} after {took:.2f} s, data {short(data)}")
+            line = wait_for_line(logs, "REJECT 127.0.0.1:", "at capacity (1 connections)",
+                                 server=server)
+            story.check(line is not None, "the log line 'REJECT 127.0.0.1:<port> at capacity "
+                        "(1 connections)'", short(logs.lines()[-3:], 300))
+        samples = metrics_of(story, server.metrics.render())
+        story.check(value(samples, "http_rejections_total", reason="cap") == 1,
+                    "http_rejections_total{reason=cap} 1",
+                    repr(value(samples, "http_rejections_total", reason="cap")))
+
+
+@pytest.mark.task("12.handshake")
 def test_stop_is_quick_with_tls_clients_stalled(lesson, story, root, certs):
     ca, certfile, keyfile, _ = certs
     server = make_server(lesson, story, root, handshake_timeout=30.0, idle_timeout=30.0,
@@ -564,6 +600,10 @@ def test_the_parser_has_every_flag_and_default(lesson, story):
                 "--help naming every flag, with real defaults ('(default: 120)') and no "
                 "'(default: None)' or '(default: [])'", f"missing {missing}; "
                 f"{short(text[-400:], 400)}")
+    silent = [a.option_strings[0] for a in parser._actions if not (a.help or "").strip()]
+    story.check(not silent and "/metrics" in (parser.description or ""),
+                "a help text for every flag, and a description naming GET /metrics",
+                f"no help: {silent}; description {parser.description!r}")
     args = parser.parse_args(["--trusted-proxy", "10.0.0.1", "--trusted-proxy", "10.0.0.0/8"])
     story.check(args.trusted_proxy == ["10.0.0.1", "10.0.0.0/8"],
                 "--trusted-proxy repeatable, a list", repr(args.trusted_proxy))
@@ -595,19 +635,22 @@ def test_main_refuses_half_a_certificate_and_bad_files(lesson, story, certs, tmp
             status = exc.code
         finally:
             rescue.cancel()
-        story.check(status == 2, "exit status 2: --certfile and --keyfile go together",
-                    repr(status))
-    capsys.readouterr()
+        err = capsys.readouterr().err
+        story.check(status == 2 and "--certfile" in err.splitlines()[-1]
+                    and "--keyfile" in err.splitlines()[-1],
+                    "exit status 2, the last stderr line naming --certfile and --keyfile",
+                    f"{status!r}; stderr ends {short(err[-200:], 200)}")
     bad_users = tmp_path / "users.txt"
     bad_users.write_text("not a users file\n")
     for argv in (["--certfile", certfile, "--keyfile", str(tmp_path / "none.pem")],
-                 ["--users", str(bad_users)], ["--trusted-proxy", "not-an-address"]):
+                 ["--users", str(bad_users)], ["--trusted-proxy", "not-an-address"],
+                 ["--root", str(tmp_path / "no-such-folder")]):
         story.step(f"called main({argv})")
         status = lesson.main(argv)
         captured = capsys.readouterr()
         story.check(status == 2 and captured.err.startswith("error: ")
-                    and "listening" not in captured.out,
-                    "return 2 with 'error: ...' on stderr, before listening",
+                    and argv[1] in captured.err and "listening" not in captured.out,
+                    "return 2 with 'error: ...' naming the value on stderr, before listening",
                     f"{status!r}; stderr {short(captured.err, 200)}")
 
 
@@ -690,7 +733,8 @@ def test_main_passes_every_flag_on_then_returns_0_on_sigterm(
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     argv = ["--port", str(port), "--root", str(root), "--max-clients", "7",
-            "--idle-timeout", "0.9", "--rate", "50", "--rate-window", "30",
+            "--idle-timeout", "0.9", "--header-timeout", "0.7", "--body-timeout", "0.8",
+            "--send-timeout", "1.1", "--max-body", "10", "--max-json-depth", "3", "--rate", "50", "--rate-window", "30",
             "--trusted-proxy", "10.0.0.1", "--trusted-proxy", "10.0.0.2", "--max-tracked", "77",
             "--users", str(tmp_path / "users.txt"), "--session-ttl", "99",
             "--handshake-timeout", "20"]
@@ -727,11 +771,14 @@ def test_main_passes_every_flag_on_then_returns_0_on_sigterm(
            "max_tracked": server.limiter.max_tracked,
            "trusted_proxies": tuple(server.trusted_proxies),
            "session_ttl": server.sessions.idle_ttl, "alice": "alice" in server.users,
-           "root": server.root}
+           "root": server.root, "header_timeout": server.header_timeout,
+           "body_timeout": server.body_timeout, "send_timeout": server.send_timeout,
+           "max_body": server.max_body, "max_json_depth": server.max_json_depth}
     want = {"tls": tls, "handshake_timeout": 20.0, "max_clients": 7, "idle_timeout": 0.9,
             "rate": 50, "rate_window": 30.0, "max_tracked": 77,
             "trusted_proxies": ("10.0.0.1", "10.0.0.2"), "session_ttl": 99.0, "alice": True,
-            "root": root.resolve()}
+            "root": root.resolve(), "header_timeout": 0.7, "body_timeout": 0.8,
+            "send_timeout": 1.1, "max_body": 10, "max_json_depth": 3}
     story.check(got == want, f"the server main() made has every flag: {want}", repr(got))
     story.check(status == 0, "main() to return 0 after SIGTERM", repr(status))
     took = returned - seen["signalled"]

@@ -230,7 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         if not root.is_dir():
             raise ValueError(f"--root {root}: not a folder")
         users = UserStore.load(args.users) if args.users else None
-        context = make_tls_context(args.certfile, args.keyfile) if args.certfile else None
+        context = None
+        if args.certfile:
+            try:
+                context = make_tls_context(args.certfile, args.keyfile)
+            except OSError as exc:  # OpenSSL's messages do not say which file
+                raise ValueError(f"--certfile {args.certfile} --keyfile {args.keyfile}: "
+                                 f"{exc}") from None
         server = SecureHTTPServer(
             root, args.host, args.port, max_clients=args.max_clients,
             header_timeout=args.header_timeout, body_timeout=args.body_timeout,
