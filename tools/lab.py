@@ -903,3 +903,76 @@ def quiet_logger(name: str = "lab12") -> logging.Logger:
         accept.addHandler(handler)
         accept.propagate = False
     return logger
+
+
+# ---- lesson 13 ------------------------------------------------------------------------------
+# Many slow connections at once, an honest client's latency, and a stall measured.
+
+
+SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: "  # lesson 13: a head never finished
+
+
+def hold_slow(address, count: int, head: bytes = SLOW_HEAD, admitted=None) -> list:
+    """Lesson 13: `count` connections that each send part of a request head and then wait
+    (a Slowloris crowd inside the header deadline). Close them with close_all().
+    admitted: a callable giving the server's connection count; the crowd then never runs more
+    than 8 connections ahead of the server's accept loop, because a full listen backlog
+    (16 in lesson 01's make_listener) drops SYNs that the client resends only after 1 s."""
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(address, timeout=2.0)
+        sock.sendall(head)
+        socks.append(sock)
+        if admitted is not None and len(socks) - admitted() > 8:
+            wait_until(lambda: len(socks) - admitted() <= 2, timeout=2.0)
+    return socks
+
+
+def close_all(socks) -> None:
+    """Lesson 13: close every socket of hold_slow()."""
+    for sock in socks:
+        sock.close()
+
+
+def timed_get(address, target: str = "/healthz", timeout: float = 5.0) -> tuple[bool, float]:
+    """Lesson 13: one GET on a fresh connection: (answered 200, seconds it took)."""
+    started = time.perf_counter()
+    try:
+        reply = exchange(address, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close"
+                                  f"\r\n\r\n".encode(), timeout=timeout)[0]
+        ok = reply.startswith(b"HTTP/1.1 200")
+    except OSError:
+        ok = False
+    return ok, time.perf_counter() - started
+
+
+def honest_run(address, requests: int = 100) -> dict:
+    """Lesson 13: `requests` GET /healthz one after another: p50 and p99 in seconds, failures."""
+    results = [timed_get(address) for _ in range(requests)]
+    times = sorted(took for ok, took in results if ok)
+    pick = (lambda q: times[min(len(times) - 1, round(q * (len(times) - 1)))]) if times else None
+    return {"p50": pick(0.5) if pick else None, "p99": pick(0.99) if pick else None,
+            "failures": sum(1 for ok, _ in results if not ok)}
+
+
+def latency_while(address, slow_target: str, delay: float = 0.1) -> tuple[float, bytes]:
+    """Lesson 13: ask for `slow_target` on one connection; `delay` s later time a GET /healthz
+    on another. Returns (that GET's seconds, the slow request's reply)."""
+    slow = {}
+    worker = threading.Thread(target=lambda: slow.update(reply=exchange(
+        address, f"GET {slow_target} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), timeout=5.0)[0]),
+        daemon=True)
+    worker.start()
+    time.sleep(delay)
+    _, took = timed_get(address)
+    worker.join(5.0)
+    return took, slow.get("reply", b"")
+
+
+def bench_rows(path) -> tuple[dict, list]:
+    """Lesson 13: the committed benchmark file of tools/bench_models.py: (meta, rows)."""
+    data = json.loads(Path(path).read_text())
+    return data["meta"], data["rows"]
+
+
+# -- end of lesson 13 -------------------------------------------------------------------------
