@@ -132,10 +132,11 @@ def serving(server, story):
         try:
             stopping.result(timeout=3.0)
         except Exception as exc:
-            if ok and server.not_implemented is None:
+            if ok and getattr(server, "not_implemented", None) is None:
                 story.fail("stop() to return within 3 s", describe(exc))
-        if server.not_implemented is not None:
-            raise server.not_implemented
+        stub = getattr(server, "not_implemented", None)
+        if stub is not None:
+            raise stub
     story.step("called stop()")
     left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()
             and not t.name.startswith("grader-")]
@@ -579,7 +580,10 @@ def test_over_the_cap_503_at_once_and_slots_come_back(lesson, story, root, logs)
             story.step("a third client connected and sent nothing (max_clients 2)")
             reply = expect_response(Reader(silent), story, "a 503 for the third client at once")
             check_status(story, reply, 503, "two clients are connected: the third is one too many")
-            story.step("it stays connected without closing")
+            how, took, _ = closed_within(silent, 1.0)
+            story.check(how in ("closed", "reset") and took < 0.5, "the silent refused client "
+                        "disconnected within 0.5 s (its request is awaited only briefly)",
+                        f"{how} after {took:.2f} s")
             took = max(expect_503(address, story, f"flood client {i}") for i in range(10))
             story.check(took < 0.5, "every 503 within 0.5 s (a refusal never waits: not for "
                         "a slot, not for a client that does not read)", f"{took:.2f} s")
@@ -724,3 +728,18 @@ def test_file_reads_run_off_the_loop(lesson, story, root, logs):
                     f"loop freezes every client: read in a worker thread)", f"{took:.2f} s")
         story.check(slow_reply.status == 200 and slow_reply.body == FILE,
                     f"the slow file served in full: 200 with {short(FILE)}", str(slow_reply))
+
+
+@pytest.mark.task("13.keepalive")
+def test_the_given_defaults(lesson, story, root, logs):
+    server = lesson.AsyncHTTPServer(root, logger=logs.logger)
+    story.step("created AsyncHTTPServer(<site>) with every default")
+    expected = dict(host="127.0.0.1", port=0, max_clients=100, header_timeout=10.0,
+                    body_timeout=30.0, idle_timeout=5.0, send_timeout=10.0, max_body=1 << 20,
+                    max_json_depth=32)
+    got = {name: getattr(server, name, None) for name in expected}
+    story.check(got == expected, f"lesson 09's safe defaults {expected}", repr(got))
+    with serving(server, story) as address:
+        data = health(address, story)
+        story.check(data.get("max_clients") == 100 and data.get("active_connections") == 1,
+                    "/healthz: max_clients 100, active_connections 1", repr(data))
