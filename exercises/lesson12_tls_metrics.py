@@ -108,9 +108,10 @@ class SecureHTTPServer(SessionServer):
         able to shut `conn` down) with server_side=True, do_handshake_on_connect=False;
         settimeout(self.handshake_timeout) -- one deadline for the whole handshake; TCP_NODELAY
         on it (TLS writes small records: with Nagle's algorithm on, each new connection's
-        first answer waits ~40 ms for the client's delayed ACK); then do_handshake(). An OSError (SSLError, TimeoutError, a reset) there: count a
-        "handshake" rejection, log it, return. Else serve the TLS socket with lesson 09's
-        process, and close it at the end."""
+        first answer waits ~40 ms for the client's delayed ACK); then do_handshake(). An
+        OSError there (SSLError, TimeoutError, a reset): count a "handshake" rejection, log
+        "IP:PORT TLS handshake failed: <the exception's type name>" at INFO (self.log.info),
+        return. Else serve the TLS socket with lesson 09's process; close it at the end."""
         raise NotImplementedError("process(): wrap conn.dup() server-side without the "
                                   "automatic handshake, settimeout(handshake_timeout), "
                                   "do_handshake() here in the client's thread")

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -424,14 +425,15 @@ def test_https_works_and_the_cookie_is_secure(lesson, story, root, certs):
 
 @pytest.mark.task("12.handshake")
 def test_a_stalled_handshake_never_blocks_accept_and_ends_on_its_clock(lesson, story, root,
-                                                                       certs):
+                                                                       certs, logs):
     ca, certfile, keyfile, _ = certs
-    server = make_server(lesson, story, root, handshake_timeout=HANDSHAKE,
+    server = make_server(lesson, story, root, handshake_timeout=HANDSHAKE, logger=logs.logger,
                          tls_context=lesson.make_tls_context(certfile, keyfile))
     with serving(server, story) as address:
         ask(address, request("GET", "/hello.txt"), story, ca, who="a first TLS client")
         with socket.create_connection(address, timeout=WAIT) as stalled:
             started = time.monotonic()
+            stalled_port = stalled.getsockname()[1]
             story.step(f"a client connected and sent nothing: no ClientHello "
                        f"(handshake_timeout={HANDSHAKE})")
             time.sleep(0.05)
@@ -452,6 +454,10 @@ def test_a_stalled_handshake_never_blocks_accept_and_ends_on_its_clock(lesson, s
         story.check(value(samples, "http_rejections_total", reason="handshake") == 1,
                     "http_rejections_total{reason=handshake} 1",
                     repr(value(samples, "http_rejections_total", reason="handshake")))
+        want = f"127.0.0.1:{stalled_port} TLS handshake failed: TimeoutError"
+        line = wait_for_line(logs, want, server=server)
+        story.check(line == want, f"the log line '{want}' (INFO)",
+                    short(logs.lines()[-3:], 300))
 
 
 @pytest.mark.task("12.handshake")
@@ -485,16 +491,17 @@ def test_over_the_cap_a_tls_client_is_closed_logged_and_counted(lesson, story, r
     with serving(server, story) as address:
         with tls_connect(address, ca, story, "a TLS client holding the only slot"):
             with socket.create_connection(address, timeout=WAIT) as second:
+                second_port = second.getsockname()[1]
                 how, took, data = closed_within(second, WAIT)
             story.step("a second client connected (max_clients=1)")
             story.check(how in ("closed", "reset") and not data and took < 1.0,
                         "the second closed at once, without a plain-text 503 (a TLS client "
                         "could not read it; a handshake would block accept)",
                         f"{how} after {took:.2f} s, data {short(data)}")
-            line = wait_for_line(logs, "REJECT 127.0.0.1:", "at capacity (1 connections)",
-                                 server=server)
-            story.check(line is not None, "the log line 'REJECT 127.0.0.1:<port> at capacity "
-                        "(1 connections)'", short(logs.lines()[-3:], 300))
+            want = f"REJECT 127.0.0.1:{second_port} at capacity (1 connections)"
+            line = wait_for_line(logs, want, start="REJECT", server=server)
+            story.check(line == want, f"the log line '{want}' (lesson 09's)",
+                        short(logs.lines()[-3:], 300))
         samples = metrics_of(story, server.metrics.render())
         story.check(value(samples, "http_rejections_total", reason="cap") == 1,
                     "http_rejections_total{reason=cap} 1",
@@ -857,6 +864,11 @@ def test_the_program_serves_https_and_exits_on_sigint(lesson, story, certs, pyte
             took = time.monotonic() - started
         story.check(status == 0 and took < 2.0, "exit status 0 within 2 s",
                     f"{status} after {took:.2f} s")
+        err = proc.communicate(timeout=WAIT)[1]
+        stamped = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO SIGINT: stopping")
+        story.check(any(stamped.fullmatch(line) for line in err.splitlines()),
+                    "on stderr, lesson 09's log format at INFO: '<date> <time>,<ms> INFO "
+                    "SIGINT: stopping'", short(err[-300:], 300))
     finally:
         if proc.poll() is None:
             proc.kill()
