@@ -174,17 +174,38 @@ def wait_for_active(address, story, expected, within=2.0):
         time.sleep(0.02)
 
 
+def logged(logs, start, *parts, wait=1.0):
+    """The first log line that starts with `start` and contains every part (the server logs a
+    moment after the client sees the effect, so look more than once); or None."""
+    ends = time.monotonic() + wait
+    while True:
+        for line in logs.lines():
+            if line.startswith(start) and all(part in line for part in parts):
+                return line
+        if time.monotonic() > ends:
+            return None
+        time.sleep(0.02)
+
+
+def me(sock):
+    return "%s:%s" % sock.getsockname()[:2]
+
+
 def check_no_crash(story, logs):
     errors = [line for line in logs.lines(logging.ERROR)]
     story.check(not errors, "no error logged while dropping a slow client", short(errors, 300))
 
 
-def check_optional_408(story, data):
-    """Nothing, or one whole 408 with Connection: close, before the server hangs up."""
+def check_optional_408(story, data, head_only=False):
+    """Nothing, or one whole 408 with Connection: close, before the server hangs up (with no
+    body when the request was HEAD)."""
     if not data:
         return
     story.check(data.startswith(b"HTTP/1.1 408 ") and b"\r\nConnection: close\r\n" in data,
                 "nothing, or a 408 with Connection: close, before the close", short(data, 200))
+    if head_only:
+        story.check(data.endswith(b"\r\n\r\n"), "no body after the 408's head (the request "
+                    "was HEAD)", short(data, 300))
 
 
 def run(coroutine, wait=WAIT):
@@ -263,6 +284,16 @@ def test_read_head_by_returns_the_head_and_keeps_the_rest(lesson, story):
         story.step("read_head_by with no time left")
         story.check(isinstance(error, lesson.DeadlineExceeded), "DeadlineExceeded",
                     describe(error) if error else "a head")
+        _, error, took = await outcome(lesson.read_head_by(
+            fed(b"GET /hello.txt HTTP/1.1\r\n"), bytearray(), time.monotonic() + 0.3,
+            lesson.Limits()))
+        story.step("read_head_by(reader with half a head, then silence, deadline now + 0.3 s)")
+        story.check(isinstance(error, lesson.DeadlineExceeded)
+                    and str(error) == "request head: deadline passed",
+                    "DeadlineExceeded('request head: deadline passed'): the read itself is "
+                    "bounded by the time left (asyncio.wait_for)",
+                    describe(error) if error else "a head")
+        check_drop_time(story, took, 0.3, "the deadline")
     run(scenario())
 
 
@@ -318,7 +349,7 @@ def test_read_body_by_uses_the_buffer_first(lesson, story):
 
 
 @pytest.mark.task("13.send")
-def test_send_by_gives_up_on_a_client_that_never_reads(lesson, story):
+def test_send_by_gives_up_on_a_client_that_never_reads(lesson, story, monkeypatch):
     async def scenario():
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited on accept
@@ -334,9 +365,29 @@ def test_send_by_gives_up_on_a_client_that_never_reads(lesson, story):
             story.check(error is None and peer.recv(100) == b"hello",
                         "send_by(writer, b'hello', now + 2) delivers b'hello'",
                         describe(error) if error else "")
-            _, error, _ = await outcome(lesson.send_by(writer, b"late", time.monotonic()))
+            now = time.monotonic()
+
+            class Frozen:  # the lesson's clock stopped at `now`: exactly 0 s left
+                @staticmethod
+                def monotonic():
+                    return now
+
+            monkeypatch.setattr(lesson, "time", Frozen)
+            _, error, _ = await outcome(lesson.send_by(writer, b"late", now))
+            monkeypatch.undo()
+            story.step("froze the lesson's clock; send_by(writer, b'late', deadline=now)")
             story.check(isinstance(error, lesson.DeadlineExceeded), "DeadlineExceeded when "
-                        "no time is left", describe(error) if error else "it returned")
+                        "no time is left (time left <= 0)", describe(error) if error else
+                        "it returned")
+            await asyncio.sleep(0.05)
+            peer.settimeout(0.1)
+            try:
+                late = peer.recv(100)
+            except (TimeoutError, socket.timeout):
+                late = b""
+            peer.settimeout(WAIT)
+            story.check(late == b"", "nothing written once the deadline has passed",
+                        short(late))
             story.step("the peer (4 KiB buffers) now never reads; send_by(writer, 1 MiB, "
                        "now + 0.4)")
             data = b"x" * (1 << 20)
@@ -373,6 +424,9 @@ def test_a_client_that_never_reads_is_dropped_while_others_are_served(lesson, st
             wait_for_active(address, story, 1, within=3.0)
             took = time.monotonic() - sent_at
             check_drop_time(story, took, 0.5, "send_timeout")
+            line = logged(logs, me(sock) + " ", "dropped")
+            story.check(line is not None, f"a log line '{me(sock)} dropped (...)'",
+                        repr(logs.lines()[-3:]))
             _, _, data = closed_within(sock, 2.0)
             story.check(len(data) < 16 * 1024 * 1024, "the response cut short (the server "
                         "gave up on this client)", f"all {len(data)} bytes were delivered")
@@ -422,7 +476,7 @@ def test_keep_alive_pipelining_and_static_files(lesson, story, root, logs):
 @pytest.mark.parametrize("case,status", [
     ("no-host", 400), ("bad-length", 400), ("smuggling", 400), ("no-length", 411),
     ("too-large", 413), ("bad-type", 415), ("put", 405), ("unknown", 501), ("http2", 505),
-    ("long-line", 414)])
+    ("long-line", 414), ("many-headers", 431), ("head-too-large", 413)])
 def test_bad_requests_get_lesson_08s_status(lesson, story, root, logs, case, status):
     json_type = ("Content-Type", "application/json")
     data = {
@@ -439,22 +493,35 @@ def test_bad_requests_get_lesson_08s_status(lesson, story, root, logs, case, sta
         "put": request("PUT", "/echo", [json_type], b"{}"),
         "unknown": request("BREW", "/"),
         "http2": request("GET", "/", version="HTTP/2.0"),
-        "long-line": request("GET", "/" + "a" * 200),
+        "long-line": b"GET /" + b"a" * 200,  # no CRLF, ever: refused as soon as it is too long
+        "many-headers": request("GET", "/", [(f"X-{i}", "1") for i in range(5)]),
+        "head-too-large": request("HEAD", "/hello.txt", [("Content-Length", "2000")],
+                                  length=False),
     }[case]
-    limits = lesson.Limits(max_request_line=100)
+    limits = lesson.Limits(max_request_line=100, max_headers=4)
     server = make_server(lesson, story, root, logger=logs.logger, max_body=1000, limits=limits,
                          **clocks())
     with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
         sock.sendall(data)
         story.step(f"sent {short(data, 160)}")
-        reply = expect_response(Reader(sock), story, f"a {status} response")
+        reader = Reader(sock)
+        reply = expect_response(reader, story, f"a {status} response (the server's own Limits: "
+                                f"100-byte request line, 4 headers; max_body 1000)",
+                                head_only=case.startswith("head"))
         check_status(story, reply, status)
         check_protected(story, reply, f"the {status}")
+        if case == "put":
+            story.check(reply.header("allow") == "GET, HEAD, POST", "Allow: GET, HEAD, POST "
+                        "(the 405's own header)", short(reply.raw_head, 300))
         story.check((reply.header("connection") or "").lower() == "close",
                     f"Connection: close on the {status}", short(reply.raw_head, 300))
-        how, took, _ = closed_within(sock, 1.0)
+        how, took, extra = closed_within(sock, 1.0)
         story.check(how in ("closed", "reset"), "the connection closed after the error",
                     f"still open after {took:.2f} s")
+        if case.startswith("head"):
+            extra = bytes(reader.buffer) + extra
+            story.check(not extra, "nothing after the head (a response to HEAD has no body, "
+                        "errors included)", short(extra))
 
 
 @pytest.mark.task("13.keepalive")
@@ -468,6 +535,8 @@ def test_an_idle_keep_alive_connection_is_closed_at_the_idle_timeout(lesson, sto
         story.check(how in ("closed", "reset") and not data, "the server to close the idle "
                     "connection, sending nothing", f"{how} after {took:.2f} s, {short(data)}")
         check_drop_time(story, took, 0.5, "idle_timeout")
+        line = logged(logs, me(sock) + " ", "idle")
+        story.check(line is not None, f"a log line '{me(sock)} idle ...'", repr(logs.lines()[-3:]))
         wait_for_active(address, story, 1)
 
 
@@ -485,28 +554,40 @@ def test_trickled_headers_are_dropped_at_the_header_deadline(lesson, story, root
                     f"still open after {took:.2f} s")
         check_drop_time(story, took, 0.5, "header_timeout, counted from the first byte")
         check_optional_408(story, data)
+        line = logged(logs, me(sock) + " ", "request head: deadline passed")
+        story.check(line is not None, f"a log line '{me(sock)} ... request head: deadline "
+                    f"passed ...'", repr(logs.lines()[-3:]))
+        if data:
+            line = logged(logs, f'ACCESS {me(sock)} "" 408 "-"')
+            story.check(line is not None, f'the 408 in the access log: ACCESS {me(sock)} "" '
+                        f'408 "-" (no request line was complete)', repr(logs.lines()[-3:]))
         wait_for_active(address, story, 1)
     check_no_crash(story, logs)
 
 
 @pytest.mark.task("13.keepalive")
-def test_a_slow_body_is_dropped_at_the_body_deadline(lesson, story, root, logs):
+@pytest.mark.parametrize("method", ["POST", "HEAD"])
+def test_a_slow_body_is_dropped_at_the_body_deadline(lesson, story, root, logs, method):
     server = make_server(lesson, story, root, logger=logs.logger,
                          **clocks(body_timeout=0.5, header_timeout=3.0, idle_timeout=3.0))
-    head = request("POST", "/echo", [("Content-Type", "application/json"),
-                                     ("Content-Length", "60")], length=False)
+    target = "/echo" if method == "POST" else "/hello.txt"
+    head = request(method, target, [("Content-Type", "application/json"),
+                                    ("Content-Length", "60")], length=False)
     with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
         sock.sendall(head)
         sent_at = time.monotonic()
         with trickler(sock, b'{"a": "' + b"x" * 60, interval=0.1):
-            story.step("sent a head announcing 60 bytes of body, then trickled the body one "
+            story.step(f"sent a {method} head announcing 60 bytes of body, then trickled it one "
                        "byte every 0.1 s (body_timeout 0.5 s, others 3 s)")
             how, _, data = closed_within(sock, 3.0)
         took = time.monotonic() - sent_at
         story.check(how in ("closed", "reset"), "the server to hang up",
                     f"still open after {took:.2f} s")
         check_drop_time(story, took, 0.5, "body_timeout, counted from the end of the head")
-        check_optional_408(story, data)
+        check_optional_408(story, data, head_only=method == "HEAD")
+        line = logged(logs, me(sock) + " ", "request body: deadline passed")
+        story.check(line is not None, f"a log line '{me(sock)} ... request body: deadline "
+                    f"passed ...'", repr(logs.lines()[-3:]))
     check_no_crash(story, logs)
 
 
@@ -549,6 +630,17 @@ def held(address, story, n):
     return socks
 
 
+REJECT_GRACE = 0.6  # seconds after which no refused connection may still hold a task
+
+
+def connection_tasks(server):
+    """How many on_connection tasks the server's event loop runs right now."""
+    async def count():
+        return sum("on_connection" in task.get_coro().__qualname__
+                   for task in asyncio.all_tasks())
+    return asyncio.run_coroutine_threadsafe(count(), server.loop).result(WAIT)
+
+
 def expect_503(address, story, who, send=True):
     started = time.monotonic()
     with socket.create_connection(address, WAIT) as sock:
@@ -587,6 +679,11 @@ def test_over_the_cap_503_at_once_and_slots_come_back(lesson, story, root, logs)
             took = max(expect_503(address, story, f"flood client {i}") for i in range(10))
             story.check(took < 0.5, "every 503 within 0.5 s (a refusal never waits: not for "
                         "a slot, not for a client that does not read)", f"{took:.2f} s")
+            time.sleep(REJECT_GRACE)
+            left = connection_tasks(server)
+            story.check(left == 2, "2 on_connection tasks left once the refusals are over (the "
+                        "holders': a refused connection's task ends soon, even if its client "
+                        "never closes)", repr(left))
             rejects = [line for line in logs.lines(logging.WARNING) if "REJECT" in line]
             story.check(any(re.fullmatch(r"REJECT 127\.0\.0\.1:\d+ at capacity \(2 "
                                          r"connections\)", line) for line in rejects),
@@ -599,6 +696,7 @@ def test_over_the_cap_503_at_once_and_slots_come_back(lesson, story, root, logs)
         wait_for_active(address, story, 1)
         for sock in held(address, story, 2):  # both slots free again: not one leaked
             sock.close()
+    check_no_crash(story, logs)
 
 
 @pytest.mark.task("13.cap")
@@ -611,30 +709,32 @@ def test_active_connections_counts_connections_not_tasks_or_threads(lesson, stor
             thread.start()
         chores = [asyncio.run_coroutine_threadsafe(asyncio.sleep(1.0), server.loop)
                   for _ in range(5)]
-        story.step("(3 unrelated threads run in the process, 5 unrelated tasks in the loop)")
-        socks = held(address, story, 3)
         try:
-            with socket.create_connection(address, WAIT) as slow:
-                slow.sendall(b"GET /hel")
-                story.step("a fourth client sent half a request line and waits")
-                time.sleep(0.05)
-                data = health(address, story)
-                story.check(data.get("active_connections") == 5, "active_connections 5 (three "
-                            "holders, the half request, the health check itself)", repr(data))
-                story.check(data.get("max_clients") == 10 and data.get("status") == "ok",
-                            "status 'ok' and max_clients 10", repr(data))
+            story.step("(3 unrelated threads run in the process, 5 unrelated tasks in the loop)")
+            socks = held(address, story, 3)
+            try:
+                with socket.create_connection(address, WAIT) as slow:
+                    slow.sendall(b"GET /hel")
+                    story.step("a fourth client sent half a request line and waits")
+                    time.sleep(0.05)
+                    data = health(address, story)
+                    story.check(data.get("active_connections") == 5, "active_connections 5 (three "
+                                "holders, the half request, the health check itself)", repr(data))
+                    story.check(data.get("max_clients") == 10 and data.get("status") == "ok",
+                                "status 'ok' and max_clients 10", repr(data))
+            finally:
+                for sock in socks:
+                    sock.close()
+            wait_for_active(address, story, 1)
+            ends = time.monotonic() + 1.0
+            while server.active_connections != 0 and time.monotonic() < ends:
+                time.sleep(0.01)  # the health check's own connection ends just after its reply
+            story.check(server.active_connections == 0, "server.active_connections 0 once every "
+                        "client has gone", repr(server.active_connections))
         finally:
-            for sock in socks:
-                sock.close()
-        wait_for_active(address, story, 1)
-        ends = time.monotonic() + 1.0
-        while server.active_connections != 0 and time.monotonic() < ends:
-            time.sleep(0.01)  # the health check's own connection ends just after its reply
-        story.check(server.active_connections == 0, "server.active_connections 0 once every "
-                    "client has gone", repr(server.active_connections))
-        for chore in chores:
-            chore.cancel()
-        time.sleep(0.05)  # the loop runs the cancellations before stop() ends it
+            for chore in chores:
+                chore.cancel()
+            time.sleep(0.05)  # the loop runs the cancellations before stop() ends it
 
 
 @pytest.mark.task("13.cap")
@@ -732,8 +832,7 @@ def test_file_reads_run_off_the_loop(lesson, story, root, logs):
 
 @pytest.mark.task("13.keepalive")
 def test_the_given_defaults(lesson, story, root, logs):
-    server = lesson.AsyncHTTPServer(root, logger=logs.logger)
-    story.step("created AsyncHTTPServer(<site>) with every default")
+    server = make_server(lesson, story, root, logger=logs.logger)
     expected = dict(host="127.0.0.1", port=0, max_clients=100, header_timeout=10.0,
                     body_timeout=30.0, idle_timeout=5.0, send_timeout=10.0, max_body=1 << 20,
                     max_json_depth=32)
@@ -743,3 +842,86 @@ def test_the_given_defaults(lesson, story, root, logs):
         data = health(address, story)
         story.check(data.get("max_clients") == 100 and data.get("active_connections") == 1,
                     "/healthz: max_clients 100, active_connections 1", repr(data))
+
+
+@pytest.mark.task("13.keepalive")
+def test_the_access_log(lesson, story, root, logs):
+    server = make_server(lesson, story, root, logger=logs.logger, **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        reader = Reader(sock)
+        sock.sendall(request("GET", "/hello.txt", [("User-Agent", "grader-agent")])
+                     + request("GET", "/missing"))
+        story.step("sent GET /hello.txt with User-Agent: grader-agent, then GET /missing "
+                   "without one")
+        expect_response(reader, story, "the response to GET /hello.txt")
+        expect_response(reader, story, "the response to GET /missing")
+        for wanted in [f'ACCESS {me(sock)} "GET /hello.txt HTTP/1.1" 200 "grader-agent"',
+                       f'ACCESS {me(sock)} "GET /missing HTTP/1.1" 404 "-"']:
+            story.check(logged(logs, wanted) == wanted, f"the log line {wanted}",
+                        repr([line for line in logs.lines() if line.startswith("ACCESS")][-3:]))
+
+
+@pytest.mark.task("13.offload")
+def test_empty_one_byte_and_growing_files(lesson, story, root, logs):
+    (root / "empty.txt").write_bytes(b"")
+    (root / "one.txt").write_bytes(b"1")
+    log_file = root / "app.log"
+    log_file.write_bytes(b"line 1\n")
+    forged = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+    base = make_server(lesson, story, root, logger=logs.logger, **clocks())
+
+    class Growing(type(base)):
+        def route(self, req, body):
+            reply = super().route(req, body)
+            if req.target == "/app.log":  # the file grows after its size was announced
+                with open(log_file, "ab") as out:
+                    out.write(forged)
+            return reply
+
+    server = Growing(root, logger=logs.logger, **clocks())
+    with serving(server, story) as address, socket.create_connection(address, WAIT) as sock:
+        reader = Reader(sock)
+        for name, content in [("/empty.txt", b""), ("/one.txt", b"1"), ("/empty.txt", b"")]:
+            sock.sendall(request("GET", name))
+            reply = expect_response(reader, story, f"the response to GET {name} (keep-alive)")
+            story.check(reply.status == 200 and reply.body == content,
+                        f"200 with {content!r}", str(reply))
+        sock.sendall(request("GET", "/app.log") + request("GET", "/missing"))
+        story.step("sent GET /app.log and GET /missing; the file grows by a forged response "
+                   "between the head and the body")
+        first = expect_response(reader, story, "the response to GET /app.log")
+        story.check(first.status == 200 and first.body == b"line 1\n",
+                    "200 with exactly the 7 bytes announced", str(first))
+        second = expect_response(reader, story, "the response to GET /missing")
+        check_status(story, second, 404, "(send exactly Content-Length bytes of a file)")
+
+
+@pytest.mark.task("13.cap")
+def test_start_and_stop_like_a_threaded_server(lesson, story, root, logs):
+    server = make_server(lesson, story, root, logger=logs.logger, **clocks())
+    with pytest.raises(RuntimeError):
+        server.address  # noqa: B018 (a property that must refuse)
+    story.step("server.address before start() raised RuntimeError")
+    with serving(server, story) as address:
+        health(address, story)
+        with pytest.raises(RuntimeError):
+            server.start()
+        story.step("a second start() raised RuntimeError")
+
+        async def loop_thread():
+            return threading.current_thread()
+        thread = asyncio.run_coroutine_threadsafe(loop_thread(), server.loop).result(WAIT)
+        story.check(thread.daemon and thread is not threading.main_thread(),
+                    "the event loop runs in a daemon thread of its own", repr(thread))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        busy = lesson.AsyncHTTPServer(root, port=port, logger=logs.logger)
+        with pytest.raises(OSError):
+            busy.start()
+        story.step(f"start() on a port already in use raised OSError")
+    server = make_server(lesson, story, root, logger=logs.logger, port=port, **clocks())
+    with serving(server, story) as address:
+        story.check(address[1] == port, "the port given to the constructor", repr(address))
+        health(address, story)
