@@ -518,6 +518,10 @@ def test_bad_requests_get_lesson_08s_status(lesson, story, root, logs, case, sta
         how, took, extra = closed_within(sock, 1.0)
         story.check(how in ("closed", "reset"), "the connection closed after the error",
                     f"still open after {took:.2f} s")
+        line = logged(logs, f"ACCESS {me(sock)} ", f" {status} ")
+        story.check(line is not None, f"the {status} in the access log: ACCESS {me(sock)} ... "
+                    f"{status} ...", repr(logs.lines()[-3:]))
+        check_no_crash(story, logs)
         if case.startswith("head"):
             extra = bytes(reader.buffer) + extra
             story.check(not extra, "nothing after the head (a response to HEAD has no body, "
@@ -535,8 +539,9 @@ def test_an_idle_keep_alive_connection_is_closed_at_the_idle_timeout(lesson, sto
         story.check(how in ("closed", "reset") and not data, "the server to close the idle "
                     "connection, sending nothing", f"{how} after {took:.2f} s, {short(data)}")
         check_drop_time(story, took, 0.5, "idle_timeout")
-        line = logged(logs, me(sock) + " ", "idle")
-        story.check(line is not None, f"a log line '{me(sock)} idle ...'", repr(logs.lines()[-3:]))
+        line = logged(logs, me(sock) + " ", "idle", "0.5")
+        story.check(line is not None, f"a log line '{me(sock)} idle ... 0.5 s ...' (who, and the "
+                    f"idle timeout)", repr(logs.lines()[-3:]))
         wait_for_active(address, story, 1)
 
 
@@ -903,6 +908,8 @@ def test_start_and_stop_like_a_threaded_server(lesson, story, root, logs):
         server.address  # noqa: B018 (a property that must refuse)
     story.step("server.address before start() raised RuntimeError")
     with serving(server, story) as address:
+        story.check(address[0] == "127.0.0.1", "listening on 127.0.0.1 (loopback, as given)",
+                    repr(address))
         health(address, story)
         with pytest.raises(RuntimeError):
             server.start()
@@ -917,11 +924,11 @@ def test_start_and_stop_like_a_threaded_server(lesson, story, root, logs):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        busy = lesson.AsyncHTTPServer(root, port=port, logger=logs.logger)
+        server = make_server(lesson, story, root, logger=logs.logger, port=port, **clocks())
         with pytest.raises(OSError):
-            busy.start()
-        story.step(f"start() on a port already in use raised OSError")
-    server = make_server(lesson, story, root, logger=logs.logger, port=port, **clocks())
+            server.start()
+        story.step("start() on a port already in use raised OSError")
+    story.step("the port was freed; start() again on the same server object")
     with serving(server, story) as address:
         story.check(address[1] == port, "the port given to the constructor", repr(address))
         health(address, story)
