@@ -215,8 +215,16 @@ def load_toml(path: Path) -> dict:
 
 def listing(outcomes, limit: int = 20) -> str:
     """Outcomes as readable lines for an assertion message: which test, how it ended, why."""
-    return "\n".join(f"  {o.file}::{o.name}: {o.status} {o.message.strip()[:300]}"
+    return "\n".join(f"  {o.file}::{o.name}: {o.status} {clip(o.message.strip())}"
                      for o in outcomes[:limit])
+
+
+def clip(message: str, head: int = 300, tail: int = 900) -> str:
+    """A long grader story cut in the middle: its first steps and its end, where the
+    Expected/Got lines say what went wrong, both survive."""
+    if len(message) <= head + tail:
+        return message
+    return f"{message[:head]}\n  [...]\n{message[-tail:]}"
 
 
 def grader_files(lesson: str | None = None) -> list[str]:
