@@ -231,3 +231,57 @@ def serve_forever(server, story: Transcript):
         server.shutdown()
         server.server_close()
         thread.join(WAIT)
+
+
+# --------------------------------------------------------------------------- servers under test
+# (shared by the graders of lesson 09's threaded server and lesson 13's asyncio server)
+
+
+def clocks(**overrides):
+    """Every clock far from the one under test (which the test sets short)."""
+    values = dict(header_timeout=5.0, body_timeout=5.0, idle_timeout=5.0, send_timeout=5.0)
+    values.update(overrides)
+    return values
+
+
+def health(address, story, within=2.0):
+    """GET /healthz as JSON, retrying while the server says 503 (slots of connections that
+    just closed come back a moment after the close)."""
+    ends = time.monotonic() + within
+    while True:
+        reply = exchange(address, request("GET", "/healthz"), story, "a /healthz response",
+                         who="a health check")
+        if reply.status != 503 or time.monotonic() > ends:
+            break
+        time.sleep(0.05)
+    check_status(story, reply, 200)
+    try:
+        return reply.json()
+    except ValueError:
+        story.fail("a JSON body from /healthz", short(reply.body))
+
+
+def wait_for_active(address, story, expected, within=2.0):
+    """Poll /healthz until active_connections == expected; returns the seconds it took."""
+    started = time.monotonic()
+    while True:
+        got = health(address, story).get("active_connections")
+        if got == expected:
+            return time.monotonic() - started
+        if time.monotonic() - started > within:
+            story.fail(f"active_connections to come back to {expected} within {within} s",
+                       f"still {got!r}")
+        time.sleep(0.05)
+
+
+def check_protected(story, reply, what):
+    story.check(reply.header("x-content-type-options", "").lower() == "nosniff"
+                and "frame-ancestors" in reply.header("content-security-policy", ""),
+                f"the security headers (nosniff, a CSP with frame-ancestors) on {what}",
+                short(reply.raw_head, 400))
+
+
+def check_drop_time(story, took, clock, name):
+    low, high = clock * 0.9, clock * 1.7 + 0.1
+    story.check(low <= took <= high, f"the drop {low:.2f}-{high:.2f} s after the clock started "
+                f"({name} = {clock} s)", f"{took:.2f} s")

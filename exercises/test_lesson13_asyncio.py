@@ -19,8 +19,9 @@ import time
 import pytest
 
 from graderkit import WAIT, describe, run_in_thread, short
-from httpkit import (ReadError, Reader, check_status, closed_within, exchange, expect_response,
-                     request, slow_reader, trickler)
+from httpkit import (ReadError, Reader, check_drop_time, check_protected, check_status, clocks,
+                     closed_within, exchange, expect_response, health, request, slow_reader,
+                     trickler, wait_for_active)
 
 FILE = b"hello from the grader's site\n"
 BOOM = "boom (raised on purpose by the grader's route)"
@@ -40,26 +41,6 @@ def root(tmp_path):
     (site / "hello.txt").write_bytes(FILE)
     (tmp_path / "secret.txt").write_bytes(b"TOP SECRET\n")
     return site
-
-
-def clocks(**overrides):
-    """Every clock far from the one under test (which the test sets short)."""
-    values = dict(header_timeout=5.0, body_timeout=5.0, idle_timeout=5.0, send_timeout=5.0)
-    values.update(overrides)
-    return values
-
-
-def check_drop_time(story, took, clock, name):
-    low, high = clock * 0.9, clock * 1.7 + 0.1
-    story.check(low <= took <= high, f"the drop {low:.2f}-{high:.2f} s after the clock started "
-                f"({name} = {clock} s)", f"{took:.2f} s")
-
-
-def check_protected(story, reply, what):
-    story.check(reply.header("x-content-type-options", "").lower() == "nosniff"
-                and "frame-ancestors" in reply.header("content-security-policy", ""),
-                f"the security headers (nosniff, a CSP with frame-ancestors) on {what}",
-                short(reply.raw_head, 400))
 
 
 class SlowFile:
@@ -142,36 +123,6 @@ def serving(server, story):
             and not t.name.startswith("grader-")]
     story.check(not left, "no thread of the server left once stop() returns",
                 ", ".join(left))
-
-
-def health(address, story, within=2.0):
-    """GET /healthz as JSON, retrying while the server says 503 (a slot comes back a moment
-    after a connection closes)."""
-    ends = time.monotonic() + within
-    while True:
-        reply = exchange(address, request("GET", "/healthz"), story, "a /healthz response",
-                         who="a health check")
-        if reply.status != 503 or time.monotonic() > ends:
-            break
-        time.sleep(0.05)
-    check_status(story, reply, 200)
-    try:
-        return reply.json()
-    except ValueError:
-        story.fail("a JSON body from /healthz", short(reply.body))
-
-
-def wait_for_active(address, story, expected, within=2.0):
-    """Poll /healthz until active_connections == expected; returns the seconds it took."""
-    started = time.monotonic()
-    while True:
-        got = health(address, story).get("active_connections")
-        if got == expected:
-            return time.monotonic() - started
-        if time.monotonic() - started > within:
-            story.fail(f"active_connections to come back to {expected} within {within} s",
-                       f"still {got!r}")
-        time.sleep(0.02)
 
 
 def logged(logs, start, *parts, wait=1.0):
@@ -829,8 +780,8 @@ def test_file_reads_run_off_the_loop(lesson, story, root, logs):
         health(address, story)
         took, slow_reply = latency_during(address, story, "/slowfile.txt", "every read of "
                                           "this file blocks, like a cold disk")
-        story.check(took < 0.3, f"the other client answered within 0.3 s (file.read() on the "
-                    f"loop freezes every client: read in a worker thread)", f"{took:.2f} s")
+        story.check(took < 0.3, "the other client answered within 0.3 s (file.read() on the "
+                    "loop freezes every client: read in a worker thread)", f"{took:.2f} s")
         story.check(slow_reply.status == 200 and slow_reply.body == FILE,
                     f"the slow file served in full: 200 with {short(FILE)}", str(slow_reply))
 
