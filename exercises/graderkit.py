@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import signal
 import socket
 import struct
 import threading
@@ -576,3 +577,18 @@ def check_is_now(story: Transcript, text: str) -> None:
                 short(text))
     gap = abs((datetime.now(timezone.utc) - when).total_seconds())
     story.check(gap < 60, "the current time (within a minute)", f"{text}, {gap:.0f} s from now")
+
+
+# --------------------------------------------------------------------------- programs in-process
+
+
+@pytest.fixture
+def signal_safety_net():
+    """While a test sends itself SIGTERM: if main() has not installed its handlers, the
+    signal lands here (and fails the test) instead of killing pytest."""
+    def net(signum, frame):
+        raise RuntimeError(f"{signal.Signals(signum).name} reached no handler of yours")
+    saved = {s: signal.signal(s, net) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield net
+    for s, handler in saved.items():
+        signal.signal(s, handler)

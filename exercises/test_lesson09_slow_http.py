@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from graderkit import WAIT, describe, run_in_thread, serving, short
+from graderkit import WAIT, describe, run_in_thread, serving, short, signal_safety_net  # noqa: F401 (a fixture)
 from httpkit import (ReadError, Reader, check_drop_time, check_protected, check_status, clocks,
                      closed_within, exchange, expect_response, health, request, reset,
                      slow_reader, trickler, wait_for_active)
@@ -1288,18 +1288,6 @@ def test_a_signal_stops_it_even_with_slow_clients(program, story, signum):
 
 
 # -- main() and build_parser() in this process (the graders above run them as a program) ----
-
-
-@pytest.fixture
-def signal_safety_net():
-    """While a test sends itself SIGTERM: if main() has not installed its handlers, the
-    signal lands here (and fails the test) instead of killing pytest."""
-    def net(signum, frame):
-        raise RuntimeError(f"{signal.Signals(signum).name} reached no handler of yours")
-    saved = {s: signal.signal(s, net) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield net
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 class FirstLineOut(io.StringIO):

@@ -26,7 +26,8 @@ import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from graderkit import WAIT, describe, run_in_thread, serving, short, wait_for_line
+from graderkit import (WAIT, describe, run_in_thread, serving, short,  # noqa: F401 (a fixture)
+                       signal_safety_net, wait_for_line)
 from httpkit import Reader, check_status, closed_within, expect_response, request
 
 REPO = Path(__file__).resolve().parent.parent
@@ -659,18 +660,6 @@ def test_main_refuses_half_a_certificate_and_bad_files(lesson, story, certs, tmp
                     and argv[1] in captured.err and "listening" not in captured.out,
                     "return 2 with 'error: ...' naming the value on stderr, before listening",
                     f"{status!r}; stderr {short(captured.err, 200)}")
-
-
-@pytest.fixture
-def signal_safety_net():
-    """While a test sends itself SIGTERM: if main() has not installed its handlers, the
-    signal lands here (and fails the test) instead of killing pytest."""
-    def net(signum, frame):
-        raise RuntimeError(f"{signal.Signals(signum).name} reached no handler of yours")
-    saved = {s: signal.signal(s, net) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield net
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 class FirstLineOut(io.StringIO):
